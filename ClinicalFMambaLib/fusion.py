@@ -1,0 +1,62 @@
+"""Fusing arrays with a trained network: model loading, device choice, colour handling."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .network import FusionConfig, FusionNet
+from .preprocessing import is_colour, split_luma, ycbcr_to_rgb
+from .weights import bundled, load_weights
+
+BUNDLED_MODELS = {2: "fusion2d.safetensors", 3: "fusion3d.safetensors"}
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    """'auto' -> CUDA when available, else CPU; 'cuda' without a GPU is an error."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("device 'cuda' was requested but no CUDA GPU is available")
+    if device not in ("cpu", "cuda"):
+        raise ValueError(f"device must be auto, cpu or cuda, not {device!r}")
+    return torch.device(device)
+
+
+def load_fusion_model(path: str | Path | None = None, dims: int = 2,
+                      device: str = "auto") -> FusionNet:
+    """The bundled (or given) fusion network, verified, in eval mode on ``device``."""
+    state, config = load_weights(path or bundled(BUNDLED_MODELS[dims]))
+    model = FusionNet(FusionConfig.from_dict(config))
+    model.load_state_dict(state)
+    return model.eval().to(resolve_device(device))
+
+
+@torch.no_grad()
+def fuse_normalized(model: FusionNet, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Fuse two float [0, 1] arrays of one shape (a 2D image for a 2D model)."""
+    if a.shape != b.shape:
+        raise ValueError(f"inputs differ in shape: {a.shape} vs {b.shape}")
+    device = next(model.parameters()).device
+    ta = torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))[None, None].to(device)
+    tb = torch.from_numpy(np.ascontiguousarray(b, dtype=np.float32))[None, None].to(device)
+    return model(ta, tb)[0, 0].float().cpu().numpy()
+
+
+def fuse_images(model: FusionNet, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Fuse two 2D images (grey of any dtype, or 8-bit RGB PET/SPECT).
+
+    Grey inputs are normalised per modality; a colour input is fused on its luma and its
+    chroma is put back, so the result is RGB uint8 when either input is colour and float32
+    [0, 1] otherwise. Inputs are not modified.
+    """
+    if is_colour(a) and is_colour(b):
+        raise ValueError("both inputs are colour; one of them must be the grey anatomical image")
+    (ya, cbcr_a), (yb, cbcr_b) = split_luma(a), split_luma(b)
+    if ya.shape != yb.shape:
+        raise ValueError(f"inputs differ in size: {ya.shape} vs {yb.shape} (resample first)")
+    fused = fuse_normalized(model, ya, yb)
+    chroma = cbcr_a if cbcr_a is not None else cbcr_b
+    return fused if chroma is None else ycbcr_to_rgb(fused, chroma)

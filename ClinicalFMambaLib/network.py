@@ -1,0 +1,163 @@
+"""The ClinicalFMamba fusion network (2D and 3D share one definition).
+
+shared dilated-gated CNN encoder -> per-modality latent Mamba stage -> cross-modal fusion
+Mamba -> decoder (Mamba blocks, upsampling convs, cross-modal channel-attention skips) ->
+1-channel sigmoid output. ``spatial_dims`` picks Conv2d/Conv3d and the scan orders.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .mamba_blocks import CrossModalFusionMamba, MambaBlock
+
+
+@dataclass(frozen=True)
+class FusionConfig:
+    """Defaults are the shipped, CPU-lean model; the paper's is widths (32, 64, 128),
+    latent_blocks 5 (see docs/results.md for the speed of each)."""
+
+    spatial_dims: int = 2
+    widths: tuple[int, int, int] = (16, 32, 64)
+    dilations: tuple[int, int, int] = (1, 3, 5)
+    latent_blocks: int = 2
+    decoder_blocks: int = 1
+    d_state: int = 8
+    expand: int = 2
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> "FusionConfig":
+        values = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()
+                  if k in cls.__dataclass_fields__}
+        return cls(**values)
+
+
+def _conv(dims: int):
+    return nn.Conv2d if dims == 2 else nn.Conv3d
+
+
+class DilatedGatedBlock(nn.Module):
+    """(3x3 conv) * LeakyReLU(1x1 conv) -> dilated 3x3 conv, plus a residual path."""
+
+    def __init__(self, dims: int, cin: int, cout: int, dilation: int):
+        super().__init__()
+        conv = _conv(dims)
+        self.value = conv(cin, cout, 3, padding=1)
+        self.gate = conv(cin, cout, 1)
+        self.dilated = conv(cout, cout, 3, padding=dilation, dilation=dilation)
+        self.skip = conv(cin, cout, 1) if cin != cout else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.value(x) * F.leaky_relu(self.gate(x), 0.1)
+        return F.leaky_relu(self.dilated(h), 0.1) + self.skip(x)
+
+
+class Encoder(nn.Module):
+    """Stem then three gated blocks with stride-2 downsampling between them."""
+
+    def __init__(self, cfg: FusionConfig):
+        super().__init__()
+        conv, (c1, c2, c3), (d1, d2, d3) = _conv(cfg.spatial_dims), cfg.widths, cfg.dilations
+        self.stem = conv(1, c1, 3, padding=1)
+        self.block1 = DilatedGatedBlock(cfg.spatial_dims, c1, c1, d1)
+        self.down1 = conv(c1, c2, 3, stride=2, padding=1)
+        self.block2 = DilatedGatedBlock(cfg.spatial_dims, c2, c2, d2)
+        self.down2 = conv(c2, c3, 3, stride=2, padding=1)
+        self.block3 = DilatedGatedBlock(cfg.spatial_dims, c3, c3, d3)
+
+    def forward(self, x: torch.Tensor):
+        s1 = self.block1(F.leaky_relu(self.stem(x), 0.1))
+        s2 = self.block2(F.leaky_relu(self.down1(s1), 0.1))
+        s3 = self.block3(F.leaky_relu(self.down2(s2), 0.1))
+        return s1, s2, s3
+
+
+class CrossModalChannelAttention(nn.Module):
+    """Skip connection: both modalities' shallow features, gated per channel by
+    sigmoid(MLP(avg-pool) + MLP(max-pool)), projected to the decoder width."""
+
+    def __init__(self, dims: int, channels: int, reduction: int = 4):
+        super().__init__()
+        hidden = max(4, 2 * channels // reduction)
+        self.mlp = nn.Sequential(nn.Linear(2 * channels, hidden), nn.ReLU(),
+                                 nn.Linear(hidden, 2 * channels))
+        self.proj = _conv(dims)(2 * channels, channels, 1)
+
+    def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        both = torch.cat([a, b], dim=1)
+        flat = both.flatten(2)
+        weights = torch.sigmoid(self.mlp(flat.mean(-1)) + self.mlp(flat.amax(-1)))
+        return self.proj(both * weights.view(*weights.shape, *([1] * (both.dim() - 2))))
+
+
+class UpBlock(nn.Module):
+    """Upsample x2, conv to the skip's width, add the attention skip, refine."""
+
+    def __init__(self, dims: int, cin: int, cout: int):
+        super().__init__()
+        conv = _conv(dims)
+        self.mode = "bilinear" if dims == 2 else "trilinear"
+        self.reduce = conv(cin, cout, 3, padding=1)
+        self.skip = CrossModalChannelAttention(dims, cout)
+        self.refine = conv(cout, cout, 3, padding=1)
+
+    def forward(self, x, skip_a, skip_b):
+        x = F.interpolate(x, size=skip_a.shape[2:], mode=self.mode, align_corners=False)
+        x = F.leaky_relu(self.reduce(x), 0.1) + self.skip(skip_a, skip_b)
+        return F.leaky_relu(self.refine(x), 0.1)
+
+
+class FusionNet(nn.Module):
+    """Fuses two co-registered single-channel images/volumes in [0, 1] into one in [0, 1]."""
+
+    def __init__(self, cfg: FusionConfig = FusionConfig()):
+        super().__init__()
+        self.cfg = cfg
+        dims, (c1, c2, c3) = cfg.spatial_dims, cfg.widths
+        self.encoder = Encoder(cfg)
+
+        def stage(n):
+            return nn.Sequential(*[MambaBlock(c3, dims, cfg.d_state, cfg.expand) for _ in range(n)])
+
+        self.latent_a, self.latent_b = stage(cfg.latent_blocks), stage(cfg.latent_blocks)
+        self.fusion = CrossModalFusionMamba(c3, dims, cfg.d_state, cfg.expand)
+        self.decoder_mamba = stage(cfg.decoder_blocks)
+        self.up2 = UpBlock(dims, c3, c2)
+        self.up1 = UpBlock(dims, c2, c1)
+        self.head = _conv(dims)(c1, 1, 3, padding=1)
+
+    @property
+    def multiple(self) -> int:
+        """Input sizes must be multiples of this (``forward`` pads and crops for you)."""
+        return 4
+
+    def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        if a.shape != b.shape or a.dim() != self.cfg.spatial_dims + 2 or a.shape[1] != 1:
+            raise ValueError(f"expected two (batch, 1, *grid) tensors of one shape with "
+                             f"{self.cfg.spatial_dims} spatial dims; got {tuple(a.shape)} "
+                             f"and {tuple(b.shape)}")
+        grid = a.shape[2:]
+        pad = []
+        for size in reversed(grid):  # F.pad lists the last axis first
+            pad += [0, -size % self.multiple]
+        if any(pad):
+            mode = "replicate"
+            a, b = F.pad(a, pad, mode=mode), F.pad(b, pad, mode=mode)
+        a1, a2, a3 = self.encoder(a)
+        b1, b2, b3 = self.encoder(b)
+        fused = self.fusion(self.latent_a(a3), self.latent_b(b3))
+        x = self.up2(self.decoder_mamba(fused), a2, b2)
+        x = self.up1(x, a1, b1)
+        out = torch.sigmoid(self.head(x))
+        return out[(..., *[slice(0, s) for s in grid])]
+
+
+def parameter_count(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())

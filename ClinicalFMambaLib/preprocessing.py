@@ -1,0 +1,62 @@
+"""Intensity normalisation and colour handling shared by training and inference."""
+
+from __future__ import annotations
+
+import numpy as np
+from PIL import Image
+
+
+def normalize_intensity(image: np.ndarray, low: float = 0.5, high: float = 99.5) -> np.ndarray:
+    """Map an image or volume to float32 [0, 1].
+
+    8-bit data (PNG/JPEG) is already display-scaled: divided by 255. Anything else (CT in
+    Hounsfield units, MRI in scanner units) is clipped to the [low, high] percentiles of its
+    foreground, the voxels above the minimum, so that a zero background (skull-stripped MRI,
+    air around the head) does not pull the percentiles down.
+    """
+    image = np.asarray(image)
+    if image.size == 0:
+        raise ValueError("image is empty")
+    if image.dtype == np.uint8:
+        return image.astype(np.float32) / 255.0
+    data = image.astype(np.float32)
+    if not np.isfinite(data).all():
+        raise ValueError("image contains NaN or infinite values")
+    background = data.min()
+    foreground = data[data > background]
+    if foreground.size == 0:
+        return np.zeros_like(data)
+    lo, hi = np.percentile(foreground, [low, high])
+    lo = min(lo, background) if background >= 0 else lo  # keep a zero background at 0
+    if hi <= lo:
+        return (data > lo).astype(np.float32)
+    return np.clip((data - lo) / (hi - lo), 0.0, 1.0)
+
+
+def is_colour(image: np.ndarray) -> bool:
+    """True for an (H, W, 3|4) RGB(A) image."""
+    return image.ndim == 3 and image.shape[-1] in (3, 4)
+
+
+def rgb_to_ycbcr(rgb: np.ndarray) -> np.ndarray:
+    """(H, W, 3) uint8 RGB -> (H, W, 3) uint8 YCbCr (JPEG full-range BT.601, via Pillow)."""
+    return np.asarray(Image.fromarray(np.ascontiguousarray(rgb[..., :3])).convert("YCbCr"))
+
+
+def ycbcr_to_rgb(y: np.ndarray, cbcr: np.ndarray) -> np.ndarray:
+    """Recombine a float luma in [0, 1] with the source's uint8 Cb/Cr into uint8 RGB."""
+    y8 = np.clip(np.rint(y * 255.0), 0, 255).astype(np.uint8)
+    ycc = np.dstack([y8, cbcr[..., 0], cbcr[..., 1]])
+    return np.asarray(Image.fromarray(ycc, mode="YCbCr").convert("RGB"))
+
+
+def split_luma(image: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    """(luma or grey in [0, 1], CbCr of a colour image or None)."""
+    if is_colour(image):
+        if image.dtype != np.uint8:
+            raise ValueError("colour images must be 8-bit RGB")
+        ycc = rgb_to_ycbcr(image)
+        return ycc[..., 0].astype(np.float32) / 255.0, ycc[..., 1:]
+    if image.ndim != 2:
+        raise ValueError(f"expected a 2D grey or (H, W, 3) colour image, got shape {image.shape}")
+    return normalize_intensity(image), None

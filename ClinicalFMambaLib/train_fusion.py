@@ -1,0 +1,115 @@
+"""Unsupervised training of the 2D fusion network on the Harvard pairs.
+
+Seeded, resumable (a checkpoint in ``workdir`` after every epoch), validated every epoch on
+held-back cases; the best epoch (lowest validation loss) is written as safetensors with its
+SHA-256, the exact command and the validation numbers in the manifest.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from .fusion import fuse_normalized
+from .harvard_data import CropDataset, find_pairs, load_luma_pair, split_by_case
+from .losses import fusion_loss
+from .metrics import fusion_metrics
+from .network import FusionConfig, FusionNet, parameter_count
+from .weights import save_weights
+
+
+@dataclass
+class TrainSettings:
+    data_root: Path
+    output: Path
+    workdir: Path
+    epochs: int = 10
+    crop: int = 96
+    batch_size: int = 4
+    lr: float = 5e-4
+    seed: int = 0
+    val_stride: int = 5     # validate on every n-th held-back slice (all cases stay in)
+    command: str = ""
+
+
+def validate(model: FusionNet, pairs) -> dict:
+    """Mean loss and 8-bit field metrics per pair type on full-size validation images."""
+    per_type = defaultdict(list)
+    model.eval()
+    for pair in pairs:
+        a, b = load_luma_pair(pair)
+        fused = fuse_normalized(model, a, b)
+        with torch.no_grad():
+            loss, _ = fusion_loss(*(torch.from_numpy(x)[None, None] for x in (fused, a, b)))
+        per_type[pair.pair_type].append({"loss": loss.item(), **fusion_metrics(a, b, fused)})
+    model.train()
+    summary = {t: {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}
+               for t, rows in per_type.items()}
+    summary["loss"] = float(np.mean([s["loss"] for s in summary.values()]))
+    return summary
+
+
+def train(settings: TrainSettings, config: FusionConfig = FusionConfig()) -> dict:
+    torch.manual_seed(settings.seed)
+    train_pairs, val_pairs = split_by_case(find_pairs(settings.data_root))
+    val_pairs = val_pairs[::settings.val_stride]
+    dataset = CropDataset(train_pairs, settings.crop, settings.seed)
+    model = FusionNet(config)
+    optimizer = torch.optim.Adam(model.parameters(), lr=settings.lr)
+    steps_per_epoch = math.ceil(len(dataset) / settings.batch_size)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, settings.lr, total_steps=settings.epochs * steps_per_epoch, pct_start=0.05)
+    settings.workdir.mkdir(parents=True, exist_ok=True)
+    checkpoint = settings.workdir / "checkpoint.pt"
+    history, best, start_epoch = [], math.inf, 0
+    if checkpoint.exists():
+        state = torch.load(checkpoint, weights_only=True)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        schedule.load_state_dict(state["schedule"])
+        history, best, start_epoch = json.loads(state["history"]), state["best"], state["epoch"]
+        torch.set_rng_state(state["rng"])
+        print(f"resumed from {checkpoint} after epoch {start_epoch}")
+    print(f"{parameter_count(model):,} parameters; {len(train_pairs)} training pairs, "
+          f"{len(val_pairs)} validation pairs")
+
+    for epoch in range(start_epoch, settings.epochs):
+        dataset.epoch = epoch
+        loader = torch.utils.data.DataLoader(
+            dataset, batch_size=settings.batch_size, shuffle=True, drop_last=False,
+            generator=torch.Generator().manual_seed(settings.seed + epoch))
+        started, running = time.time(), []
+        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{settings.epochs}", unit="batch")
+        for batch in bar:
+            a, b = batch[:, 0], batch[:, 1]
+            loss, terms = fusion_loss(model(a, b), a, b)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            schedule.step()
+            running.append(loss.item())
+            bar.set_postfix(loss=f"{np.mean(running[-20:]):.4f}")
+        val = validate(model, val_pairs)
+        record = {"epoch": epoch + 1, "train_loss": float(np.mean(running)),
+                  "seconds": round(time.time() - started), "validation": val}
+        history.append(record)
+        print(json.dumps(record))
+        if val["loss"] < best:
+            best = val["loss"]
+            save_weights(model.state_dict(), settings.output, config.to_dict(), extra={
+                "command": settings.command, "epoch": epoch + 1, "epochs": settings.epochs,
+                "parameters": parameter_count(model), "validation": val,
+                "validation_cases": "harvard_data.VALIDATION_CASES, every "
+                                    f"{settings.val_stride}th slice"})
+        torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                    "schedule": schedule.state_dict(), "history": json.dumps(history),
+                    "best": best, "epoch": epoch + 1, "rng": torch.get_rng_state()}, checkpoint)
+    return {"best_validation_loss": best, "history": history}
