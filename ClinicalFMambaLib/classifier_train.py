@@ -2,12 +2,13 @@
 
 AdamW with a one-cycle learning rate, label smoothing, batch-level augmentation
 (``classifier_data.augment``) and an exponential moving average (EMA) of the weights, which
-is what gets validated, checkpointed and shipped. Every epoch is checkpointed (resumable);
-the EMA weights of the best validation epoch are written as safetensors at the end.
+is what gets validated and shipped. Every epoch is checkpointed (resumable); the EMA
+weights of the best validation epoch are returned at the end.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import time
 from dataclasses import asdict, dataclass, field
@@ -103,8 +104,6 @@ class WeightAverage:
     as (1 + n) / (10 + n) so early averages are not dominated by the random init."""
 
     def __init__(self, model: torch.nn.Module, decay: float) -> None:
-        import copy
-
         self.module = copy.deepcopy(model).eval()
         self.decay = decay
         self.updates = 0

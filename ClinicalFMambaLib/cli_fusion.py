@@ -3,11 +3,88 @@
 from __future__ import annotations
 
 import argparse
+import json
+import math
 import shlex
 import sys
 from pathlib import Path
 
 DEFAULT_DATA = Path("../shared/data")
+NO_3D = "3D (volume) fusion is not available yet; fuse 2D images or single slices"
+
+
+def _model_loader(args: argparse.Namespace):
+    from .fusion import load_fusion_model
+
+    return lambda: load_fusion_model(args.weights, dims=2, device=args.device)
+
+
+def _report_unmatched(batch) -> None:
+    for label, names in (("A", batch.only_a), ("B", batch.only_b)):
+        if names:
+            print(f"skipped {len(names)} file(s) only in folder {label}: {', '.join(names)}",
+                  file=sys.stderr)
+
+
+def _fuse(args: argparse.Namespace) -> int:
+    from .fuse_files import check_outputs, fuse_batch, match_inputs
+
+    if args.model == "3d":
+        raise NotImplementedError(NO_3D)
+    batch = match_inputs(args.a, args.b, args.output)
+    check_outputs(batch)
+    _report_unmatched(batch)
+    written = fuse_batch(batch, _model_loader(args))
+    where = written[0] if args.a.is_file() else f"{len(written)} fused images to {args.output}"
+    print(f"wrote {where}")
+    return 0
+
+
+def _json_value(value: float) -> float | None:
+    return value if math.isfinite(value) else None  # PSNR of identical images is inf
+
+
+def _table(rows: dict[str, dict[str, float]], first: str) -> str:
+    """Fixed-width text table: one row per key of ``rows``, one column per metric."""
+    keys = list(next(iter(rows.values())))
+    width = max(len(first), *map(len, rows))
+    lines = [f"{first:<{width}} " + " ".join(f"{k:>10}" for k in keys)]
+    lines += [f"{name:<{width}} " + " ".join(f"{v[k]:10.4f}" for k in keys)
+              for name, v in rows.items()]
+    return "\n".join(lines)
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from .fuse_files import evaluate_batch, match_inputs
+
+    batch = match_inputs(args.a, args.b, args.fused)
+    _report_unmatched(batch)
+    results = evaluate_batch(batch)
+    if args.json:
+        for path, metrics in results:
+            record = {"fused": str(path), **{k: _json_value(v) for k, v in metrics.items()}}
+            print(json.dumps(record))
+    else:
+        print(_table({path.name: metrics for path, metrics in results}, "fused"))
+    return 0
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from .fuse_files import run_demo
+    from .metrics import METRIC_NAMES
+
+    results = run_demo(_model_loader(args)(), args.output)
+    for name, methods in results.items():
+        ten = {method: {k: metrics[k] for k in METRIC_NAMES} for method, metrics in methods.items()}
+        print(f"\n{name} (8-bit protocol, higher is better)\n{_table(ten, 'method')}")
+    print(f"\nwrote fused images and side-by-side views to {args.output}")
+    return 0
+
+
+def _add_model_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--weights", type=Path, default=None,
+                        help="fusion weights (default: the bundled fusion2d.safetensors)")
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
 
 
 def _train_fusion(args: argparse.Namespace) -> int:
@@ -30,6 +107,41 @@ def _train_fusion(args: argparse.Namespace) -> int:
 
 def register(commands) -> None:
     """Add the fusion sub-commands."""
+    fuse = commands.add_parser(
+        "fuse", help="fuse two co-registered images (or two folders of them)",
+        description="Fuse A and B (PNG/JPEG/BMP/TIFF, or single-slice NIfTI/NRRD/MHA/DICOM) "
+                    "into OUT, which has A's size and, for medical formats, A's geometry. "
+                    "With two folders, files of the same name are paired and OUT is a folder. "
+                    "A colour PET/SPECT input gives a colour result.")
+    fuse.add_argument("a", type=Path, help="first image (its grid is kept), or a folder")
+    fuse.add_argument("b", type=Path, help="second image, or a folder")
+    fuse.add_argument("-o", "--output", type=Path, required=True,
+                      help="output file (.png, .jpg, .nii.gz, .nrrd, .mha, ...) or folder")
+    _add_model_options(fuse)
+    fuse.add_argument("--model", choices=("auto", "2d", "3d"), default="auto",
+                      help="network by input dimension (3d: not available yet)")
+    fuse.set_defaults(func=_fuse)
+
+    evaluate = commands.add_parser(
+        "evaluate", help="fusion quality metrics of fused images",
+        description="The ten 8-bit-protocol metrics (EN SD SF AG MI SCD VIF Qabf SSIM PSNR) "
+                    "and the paper's SSIM/PSNR (paper_*) of FUSED against A and B; files, or "
+                    "folders matched by file name. A colour source and a colour fused image "
+                    "are measured by their luma (Y of YCbCr).")
+    evaluate.add_argument("a", type=Path)
+    evaluate.add_argument("b", type=Path)
+    evaluate.add_argument("fused", type=Path)
+    evaluate.add_argument("--json", action="store_true",
+                          help="one JSON record per image (non-finite values as null)")
+    evaluate.set_defaults(func=_evaluate)
+
+    demo = commands.add_parser(
+        "demo", help="fuse the bundled sample pairs and compare with classical baselines")
+    demo.add_argument("-o", "--output", type=Path, default=Path("out/demo"),
+                      help="output folder (default: %(default)s)")
+    _add_model_options(demo)
+    demo.set_defaults(func=_demo)
+
     p = commands.add_parser("train-fusion", help="train the fusion network (unsupervised)")
     p.add_argument("--data", default=str(DEFAULT_DATA / "harvard"),
                    help="Harvard pairs folder (default: %(default)s)")

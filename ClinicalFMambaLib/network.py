@@ -2,7 +2,7 @@
 
 shared dilated-gated CNN encoder -> per-modality latent Mamba stage -> cross-modal fusion
 Mamba -> decoder (Mamba blocks, upsampling convs, cross-modal channel-attention skips) ->
-1-channel sigmoid output. ``spatial_dims`` picks Conv2d/Conv3d and the scan orders.
+1-channel sigmoid output, predicted as a correction to max(A, B) in logit space. ``spatial_dims`` picks Conv2d/Conv3d and the scan orders.
 """
 
 from __future__ import annotations
@@ -132,6 +132,10 @@ class FusionNet(nn.Module):
         self.up2 = UpBlock(dims, c3, c2)
         self.up1 = UpBlock(dims, c2, c1)
         self.head = _conv(dims)(c1, 1, 3, padding=1)
+        # The head predicts a correction, in logit space, to the element-wise maximum of the
+        # inputs; zero-initialised, so training starts from max fusion rather than from noise.
+        nn.init.zeros_(self.head.weight)
+        nn.init.zeros_(self.head.bias)
 
     @property
     def multiple(self) -> int:
@@ -155,7 +159,8 @@ class FusionNet(nn.Module):
         fused = self.fusion(self.latent_a(a3), self.latent_b(b3))
         x = self.up2(self.decoder_mamba(fused), a2, b2)
         x = self.up1(x, a1, b1)
-        out = torch.sigmoid(self.head(x))
+        prior = torch.logit(torch.maximum(a, b).clamp(1e-3, 1 - 1e-3))
+        out = torch.sigmoid(self.head(x) + prior)
         return out[(..., *[slice(0, s) for s in grid])]
 
 

@@ -1,0 +1,232 @@
+"""Reading and writing the 2D images that are fused.
+
+Pictures (PNG, JPEG, BMP, TIFF) go through Pillow: grey stays (H, W) in its own dtype (8-bit,
+16-bit, ...), colour becomes (H, W, 3) uint8 RGB (alpha dropped). Medical images (NIfTI,
+NRRD, MetaImage, a single DICOM file) go through SimpleITK and keep their geometry
+(origin, spacing, direction); a 3D image holding one slice is squeezed to 2D and written back
+with its original 3D geometry.
+
+Outputs: pictures are 8-bit (grey float [0, 1] -> 0..255, RGB uint8 as is). Medical outputs
+hold grey as float32 (the fused intensities in [0, 1], not scanner units) and colour as 8-bit
+RGB vector pixels, with the geometry of the first input copied exactly. Every output is
+written under a temporary name in the target folder and then renamed, so a failed run never
+leaves a half-written file.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import SimpleITK as sitk
+from PIL import Image
+
+from .metrics import to_gray8
+from .preprocessing import is_colour
+
+PICTURE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
+MEDICAL_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd", ".dcm")
+# DICOM needs integer pixels and a full header: fused results go to the other formats.
+WRITABLE_SUFFIXES = PICTURE_SUFFIXES + MEDICAL_SUFFIXES[:-1]
+VOLUME_HINT = ("2D fusion needs a single slice; volume fusion (--model 3d) is not "
+               "available yet")
+
+
+@dataclass(frozen=True)
+class Geometry:
+    """Physical placement of a medical image, in its own dimension (2 or 3).
+
+    ``shape`` is the array shape before squeezing (z, y, x order), so a one-slice 3D image
+    can be written back as the same 3D image.
+    """
+
+    origin: tuple[float, ...]
+    spacing: tuple[float, ...]
+    direction: tuple[float, ...]
+    shape: tuple[int, ...]
+
+    def matches(self, other: "Geometry", tol: float = 1e-4) -> bool:
+        """Same pixel grid in physical space (up to ``tol``)."""
+        return (self.shape == other.shape and
+                all(np.allclose(x, y, atol=tol) for x, y in
+                    ((self.origin, other.origin), (self.spacing, other.spacing),
+                     (self.direction, other.direction))))
+
+
+def suffix_of(path: str | Path) -> str:
+    """Lower-case suffix, with '.nii.gz' kept whole."""
+    name = Path(path).name.lower()
+    return ".nii.gz" if name.endswith(".nii.gz") else Path(name).suffix
+
+
+def is_readable(path: str | Path) -> bool:
+    return suffix_of(path) in PICTURE_SUFFIXES + MEDICAL_SUFFIXES
+
+
+def read_image(path: str | Path) -> tuple[np.ndarray, Geometry | None]:
+    """(array, geometry) of a 2D image file; geometry is None for pictures.
+
+    Raises FileNotFoundError for a missing file and ValueError for an unknown format, an
+    unreadable file or a volume (more than one slice).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"input not found: {path}")
+    suffix = suffix_of(path)
+    if suffix in PICTURE_SUFFIXES:
+        return _read_picture(path), None
+    if suffix in MEDICAL_SUFFIXES:
+        return _read_medical(path)
+    raise ValueError(f"{path}: unsupported format {suffix or '(no suffix)'}; use one of "
+                     f"{', '.join(PICTURE_SUFFIXES + MEDICAL_SUFFIXES)}")
+
+
+def _read_picture(path: Path) -> np.ndarray:
+    try:
+        with Image.open(path) as image:
+            if getattr(image, "n_frames", 1) > 1:
+                raise ValueError(f"{path} holds {image.n_frames} frames (a stack); "
+                                 f"{VOLUME_HINT}")
+            if image.mode in ("RGB", "RGBA", "P", "CMYK", "YCbCr", "LAB", "HSV"):
+                return np.asarray(image.convert("RGB"))
+            if image.mode in ("1", "LA", "PA"):
+                image = image.convert("L")
+            return np.asarray(image)
+    except OSError as error:
+        raise ValueError(f"{path} is not a readable image: {error}") from error
+
+
+def _read_medical(path: Path) -> tuple[np.ndarray, Geometry]:
+    try:
+        image = sitk.ReadImage(str(path))
+    except RuntimeError as error:
+        raise ValueError(f"{path} is not a readable medical image: {error}") from error
+    components = image.GetNumberOfComponentsPerPixel()
+    array = sitk.GetArrayFromImage(image)
+    spatial = array.shape[:image.GetDimension()]
+    if components not in (1, 3, 4) or (components > 1 and array.dtype != np.uint8):
+        raise ValueError(f"{path}: {components}-component {array.dtype} pixels are not "
+                         "supported; use grey or 8-bit RGB")
+    array = _squeeze(array, spatial)
+    if array.ndim - (components > 1) > 2:
+        raise ValueError(f"{path} is a volume ({_size(spatial)}); {VOLUME_HINT}")
+    if components == 4:
+        array = array[..., :3]
+    geometry = Geometry(image.GetOrigin(), image.GetSpacing(), image.GetDirection(),
+                        tuple(spatial))
+    return np.ascontiguousarray(array), geometry
+
+
+def _squeeze(array: np.ndarray, spatial: tuple[int, ...]) -> np.ndarray:
+    """Drop one-voxel spatial axes (slowest first) until two are left, where possible."""
+    kept = list(spatial)
+    while len(kept) > 2 and 1 in kept:
+        kept.remove(1)
+    return array.reshape(tuple(kept) + array.shape[len(spatial):])
+
+
+def _size(shape: tuple[int, ...]) -> str:
+    """'WxH[xD]' of a (z,) y, x array shape, the order sizes are usually quoted in."""
+    return "x".join(map(str, reversed(shape)))
+
+
+def _to_sitk(array: np.ndarray, geometry: Geometry | None) -> sitk.Image:
+    colour = is_colour(array)
+    if geometry is not None:
+        array = array.reshape(geometry.shape + array.shape[2:])
+    image = sitk.GetImageFromArray(array, isVector=colour)
+    if geometry is not None:
+        image.SetOrigin(geometry.origin)
+        image.SetSpacing(geometry.spacing)
+        image.SetDirection(geometry.direction)
+    return image
+
+
+def resample_to_reference(moving_array: np.ndarray,
+                          reference_shape: tuple[int, ...]) -> np.ndarray:
+    """Resample a plain 2D image (grey or RGB) onto a pixel grid of ``reference_shape``.
+
+    Both images are taken to cover the same field of view (pixel centres aligned to it);
+    linear interpolation, colour channel by channel; the dtype is kept (integers rounded).
+    Emits a warning naming both sizes.
+    """
+    height, width = reference_shape[:2]
+    src_h, src_w = moving_array.shape[:2]
+    warnings.warn(f"second image resampled from {_size((src_h, src_w))} to the first image's "
+                  f"{_size((height, width))} pixels", stacklevel=2)
+    moving = sitk.GetImageFromArray(moving_array.astype(np.float32),
+                                    isVector=is_colour(moving_array))
+    scale = (width / src_w, height / src_h)
+    moving.SetSpacing(scale)
+    moving.SetOrigin(tuple(0.5 * s - 0.5 for s in scale))
+    reference = sitk.Image(width, height, sitk.sitkUInt8)
+    resampled = sitk.Resample(moving, reference, sitk.Transform(), sitk.sitkLinear, 0.0,
+                              moving.GetPixelID())
+    return _cast_like(sitk.GetArrayFromImage(resampled), moving_array.dtype)
+
+
+def resample_to_geometry(moving_array: np.ndarray, moving: Geometry,
+                         reference: Geometry) -> np.ndarray:
+    """Resample a medical image onto another's grid in physical space (linear; outside -> 0)."""
+    warnings.warn(f"second image resampled from its {_size(moving.shape)} grid onto the first "
+                  f"image's {_size(reference.shape)} grid", stacklevel=2)
+    image = _to_sitk(moving_array.astype(np.float32), moving)
+    grid = _to_sitk(np.zeros(reference.shape, np.uint8), reference)
+    resampled = sitk.Resample(image, grid, sitk.Transform(), sitk.sitkLinear, 0.0,
+                              image.GetPixelID())
+    array = _squeeze(sitk.GetArrayFromImage(resampled), reference.shape)
+    return _cast_like(array, moving_array.dtype)
+
+
+def _cast_like(array: np.ndarray, dtype: np.dtype) -> np.ndarray:
+    if np.issubdtype(dtype, np.integer):
+        info = np.iinfo(dtype)
+        array = np.clip(np.rint(array), info.min, info.max)
+    return array.astype(dtype)
+
+
+def check_writable(path: str | Path) -> Path:
+    """``path`` if its format can be written, else ValueError (checked before any work)."""
+    path = Path(path)
+    if suffix_of(path) not in WRITABLE_SUFFIXES:
+        raise ValueError(f"cannot write {path}: use one of {', '.join(WRITABLE_SUFFIXES)}")
+    return path
+
+
+def write_image(path: str | Path, image: np.ndarray, geometry: Geometry | None = None) -> Path:
+    """Write a fused image (grey float [0, 1] or uint8, or RGB uint8), atomically.
+
+    ``geometry`` (the first input's) is applied to medical outputs and ignored for pictures.
+    """
+    path = check_writable(path)
+    if suffix_of(path) in PICTURE_SUFFIXES:
+        pixels = image if is_colour(image) else to_gray8(image)
+
+        def write(target: Path) -> None:
+            Image.fromarray(np.ascontiguousarray(pixels)).save(target)
+    else:
+        pixels = image if is_colour(image) else np.asarray(image, dtype=np.float32)
+
+        def write(target: Path) -> None:
+            sitk.WriteImage(_to_sitk(pixels, geometry), str(target))
+    _write_atomically(path, write)
+    return path
+
+
+def _write_atomically(path: Path, write: Callable[[Path], None]) -> None:
+    """Write into a hidden folder beside ``path``, then rename every file it produced.
+
+    The folder keeps the final file name, so a MetaImage header (.mhd) still names its data
+    file correctly; data files are moved before the file the user asked for.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=path.parent, prefix=".partial-") as folder:
+        staged = Path(folder) / path.name
+        write(staged)
+        for produced in sorted(Path(folder).iterdir(), key=lambda p: p == staged):
+            os.replace(produced, path.parent / produced.name)

@@ -1,0 +1,223 @@
+"""fuse / evaluate / demo commands and 2D image I/O, on real Harvard (AANLIB) pairs."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from contextlib import redirect_stderr, redirect_stdout
+from io import StringIO
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+import torch
+from PIL import Image
+
+from ClinicalFMambaLib import image_io
+from ClinicalFMambaLib.cli import main
+from ClinicalFMambaLib.fusion import BUNDLED_MODELS
+from ClinicalFMambaLib.metrics import METRIC_NAMES
+from ClinicalFMambaLib.weights import bundled
+
+torch.set_num_threads(1)  # other jobs share the CPU; one thread keeps the file fast enough
+
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+HARVARD = DATA / "harvard"
+WEIGHTS = bundled(BUNDLED_MODELS[2])
+CT_PAIR = (HARVARD / "CT-MRI" / "MRI" / "2013.png", HARVARD / "CT-MRI" / "CT" / "2013.png")
+SPECT_PAIR = (HARVARD / "SPECT-MRI" / "MRI" / "9027.png",
+              HARVARD / "SPECT-MRI" / "SPECT" / "9027.png")
+
+needs_data = pytest.mark.skipif(not HARVARD.is_dir(), reason=f"real data not found: {HARVARD}")
+needs_weights = pytest.mark.skipif(
+    not WEIGHTS.exists(), reason=f"bundled fusion weights not written yet: {WEIGHTS}")
+
+
+def digest(paths) -> dict[Path, str]:
+    return {p: hashlib.sha256(p.read_bytes()).hexdigest() for p in paths}
+
+
+def fuse_cli(a: Path, b: Path, out: Path, *extra: str) -> int:
+    return main(["fuse", str(a), str(b), "-o", str(out), "--device", "cpu", *extra])
+
+
+def small_png(source: Path, target: Path, size: tuple[int, int] = (128, 128)) -> Path:
+    """A smaller copy of a real image: keeps the whole anatomy, fuses four times faster."""
+    with Image.open(source) as image:
+        image.resize(size, Image.BILINEAR).save(target)
+    return target
+
+
+def ycbcr(path: Path) -> np.ndarray:
+    with Image.open(path) as image:
+        return np.asarray(image.convert("YCbCr")).astype(int)
+
+
+@pytest.fixture(scope="module")
+def fused_pairs(tmp_path_factory):
+    """The CT-MRI and SPECT-MRI pairs fused to PNG, with input hashes before and after."""
+    out = tmp_path_factory.mktemp("fused")
+    inputs = [*CT_PAIR, *SPECT_PAIR]
+    before = digest(inputs)
+    codes = [fuse_cli(*CT_PAIR, out / "ct.png"), fuse_cli(*SPECT_PAIR, out / "spect.png")]
+    return {"ct": out / "ct.png", "spect": out / "spect.png", "codes": codes,
+            "before": before, "after": digest(inputs)}
+
+
+@needs_data
+@needs_weights
+def test_fuse_ct_mri_writes_grey_png_of_a_size(fused_pairs):
+    assert fused_pairs["codes"] == [0, 0]
+    with Image.open(fused_pairs["ct"]) as fused, Image.open(CT_PAIR[0]) as a:
+        assert (fused.mode, fused.size) == ("L", a.size)
+        assert np.asarray(fused).std() > 5  # an image, not a constant
+
+
+@needs_data
+@needs_weights
+def test_fuse_spect_mri_keeps_the_spect_colour(fused_pairs):
+    with Image.open(fused_pairs["spect"]) as fused:
+        assert (fused.mode, fused.size) == ("RGB", (256, 256))
+        rgb = np.asarray(fused)
+    out, spect = ycbcr(fused_pairs["spect"]), ycbcr(SPECT_PAIR[1])
+    # Where no RGB channel clips, Cb/Cr survive the Y swap up to uint8 rounding.
+    unclipped = (rgb.min(axis=-1) > 0) & (rgb.max(axis=-1) < 255)
+    assert unclipped.mean() > 0.9
+    assert np.abs(out[..., 1:] - spect[..., 1:])[unclipped].max() <= 2
+    assert not np.array_equal(out[..., 0], spect[..., 0])  # the luma was fused
+
+
+@needs_data
+@needs_weights
+def test_inputs_are_not_modified(fused_pairs):
+    assert fused_pairs["after"] == fused_pairs["before"]
+
+
+@pytest.fixture(scope="module")
+def fused_folders(tmp_path_factory):
+    """Two folders of (smaller) real pairs, one name only in A, fused into a third."""
+    root = tmp_path_factory.mktemp("folders")
+    folder_a, folder_b, out = root / "a", root / "b", root / "out"
+    folder_a.mkdir(), folder_b.mkdir()
+    for name, (a, b) in {"ct.png": CT_PAIR, "spect.png": SPECT_PAIR}.items():
+        small_png(a, folder_a / name), small_png(b, folder_b / name)
+    small_png(CT_PAIR[0], folder_a / "only_in_a.png")
+    stdout, stderr = StringIO(), StringIO()
+    with redirect_stdout(stdout), redirect_stderr(stderr):
+        code = fuse_cli(folder_a, folder_b, out)
+    return {"a": folder_a, "b": folder_b, "out": out, "code": code,
+            "stdout": stdout.getvalue(), "stderr": stderr.getvalue()}
+
+
+@needs_data
+@needs_weights
+def test_fuse_two_folders(fused_folders):
+    assert fused_folders["code"] == 0, fused_folders["stderr"]
+    out = fused_folders["out"]
+    assert sorted(p.name for p in out.iterdir()) == ["ct.png", "spect.png"]
+    assert "only_in_a.png" in fused_folders["stderr"]
+    assert f"wrote 2 fused images to {out}" in fused_folders["stdout"]
+
+
+@needs_data
+@needs_weights
+def test_evaluate_json_has_the_ten_metrics(fused_folders, capsys):
+    folder_a, folder_b, out = fused_folders["a"], fused_folders["b"], fused_folders["out"]
+    assert main(["evaluate", str(folder_a), str(folder_b), str(out), "--json"]) == 0
+    records = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [Path(r["fused"]).name for r in records] == ["ct.png", "spect.png"]
+    for record in records:
+        assert set(METRIC_NAMES) <= set(record)
+        assert all(math.isfinite(record[k]) for k in METRIC_NAMES)
+        assert 0 < record["paper_SSIM"] <= 1
+
+
+def ct_like_slice(path: Path, geometry: dict, hounsfield: bool) -> sitk.Image:
+    """A one-slice 3D int16 image of a real (smaller) PNG, CT-like values when asked."""
+    with Image.open(path) as image:
+        pixels = np.asarray(image.convert("L").resize((96, 80)), dtype=np.int16)
+    values = pixels * 8 - 1000 if hounsfield else pixels * 4
+    image = sitk.GetImageFromArray(values[None].astype(np.int16))
+    image.SetOrigin(geometry["origin"])
+    image.SetSpacing(geometry["spacing"])
+    image.SetDirection(geometry["direction"])
+    return image
+
+
+@needs_data
+@needs_weights
+def test_nifti_output_has_the_geometry_of_a(tmp_path):
+    c, s = math.cos(0.4), math.sin(0.4)
+    geometry = {"origin": (-91.5, 12.25, 40.0), "spacing": (0.75, 0.5, 3.0),
+                "direction": (c, -s, 0.0, s, c, 0.0, 0.0, 0.0, -1.0)}
+    a, b, out = tmp_path / "ct.nii.gz", tmp_path / "mri.nii.gz", tmp_path / "fused.nii.gz"
+    sitk.WriteImage(ct_like_slice(CT_PAIR[1], geometry, hounsfield=True), str(a))
+    sitk.WriteImage(ct_like_slice(CT_PAIR[0], geometry, hounsfield=False), str(b))
+    assert fuse_cli(a, b, out) == 0
+    reference, fused = sitk.ReadImage(str(a)), sitk.ReadImage(str(out))
+    assert fused.GetSize() == reference.GetSize() == (96, 80, 1)
+    assert fused.GetOrigin() == reference.GetOrigin()
+    assert fused.GetSpacing() == reference.GetSpacing()
+    assert fused.GetDirection() == reference.GetDirection()
+    assert fused.GetPixelID() == sitk.sitkFloat32
+    values = sitk.GetArrayFromImage(fused)
+    assert 0.0 <= values.min() < values.max() <= 1.0
+
+
+@needs_data
+@needs_weights
+def test_different_sizes_are_resampled_to_a_with_a_warning(tmp_path):
+    a = small_png(CT_PAIR[0], tmp_path / "mri.png")
+    b = small_png(CT_PAIR[1], tmp_path / "ct.png", size=(100, 90))
+    with pytest.warns(UserWarning, match="100x90.*128x128"):
+        assert fuse_cli(a, b, tmp_path / "fused.png") == 0
+    with Image.open(tmp_path / "fused.png") as fused:
+        assert fused.size == (128, 128)
+
+
+def test_volume_input_is_refused(tmp_path, capsys):
+    volume = tmp_path / "volume.nii.gz"
+    sitk.WriteImage(sitk.GetImageFromArray(np.zeros((6, 32, 32), np.int16)), str(volume))
+    assert fuse_cli(volume, volume, tmp_path / "fused.nii.gz") == 2
+    assert "volume (32x32x6)" in capsys.readouterr().err
+    assert fuse_cli(volume, volume, tmp_path / "fused.nii.gz", "--model", "3d") == 2
+    assert "not available yet" in capsys.readouterr().err
+    assert not (tmp_path / "fused.nii.gz").exists()
+
+
+@needs_data
+@pytest.mark.parametrize("missing", ["input", "weights"])
+def test_missing_file_exits_2_naming_it(tmp_path, capsys, missing):
+    absent = tmp_path / f"absent_{missing}.png"
+    if missing == "input":
+        code = fuse_cli(CT_PAIR[0], absent, tmp_path / "fused.png")
+    else:
+        code = fuse_cli(*CT_PAIR, tmp_path / "fused.png", "--weights", str(absent))
+    assert code == 2
+    assert str(absent) in capsys.readouterr().err
+    assert not (tmp_path / "fused.png").exists()
+
+
+def test_failed_write_leaves_no_file(tmp_path, monkeypatch):
+    def broken(image, path):
+        Path(path).write_bytes(b"half")
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(image_io.sitk, "WriteImage", broken)
+    with pytest.raises(RuntimeError, match="disk full"):
+        image_io.write_image(tmp_path / "fused.nii.gz", np.zeros((8, 8), np.float32))
+    assert list(tmp_path.iterdir()) == []
+
+
+@needs_weights
+def test_demo_writes_fused_images_and_views(tmp_path, capsys):
+    assert main(["demo", "-o", str(tmp_path), "--device", "cpu"]) == 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "mri_ct_fused.png", "mri_ct_side_by_side.png",
+        "mri_spect_fused.png", "mri_spect_side_by_side.png"]
+    with Image.open(tmp_path / "mri_spect_side_by_side.png") as strip:
+        assert strip.size == (3 * 256, 256)
+    printed = capsys.readouterr().out
+    assert all(method in printed for method in ("ClinicalFMamba", "mean", "max", "laplacian"))
