@@ -10,6 +10,10 @@ import sys
 from pathlib import Path
 
 DEFAULT_DATA = Path("../shared/data")
+TRAIN_DEFAULTS = {
+    2: {"data": DEFAULT_DATA / "harvard", "crop": 96, "batch_size": 4},
+    3: {"data": DEFAULT_DATA / "brain3d", "crop": 64, "batch_size": 2},
+}
 NO_3D = "3D (volume) fusion is not available yet; fuse 2D images or single slices"
 
 
@@ -90,18 +94,20 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
 def _train_fusion(args: argparse.Namespace) -> int:
     import torch
 
-    from .network import FusionConfig
+    from .network import DEFAULT_CONFIGS
     from .train_fusion import TrainSettings, train
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    if args.dim != 2:
-        raise ValueError("--dim 3 training is not available yet")
+    defaults = TRAIN_DEFAULTS[args.dim]
     settings = TrainSettings(
-        data_root=Path(args.data), output=Path(args.output), workdir=Path(args.workdir),
-        epochs=args.epochs, crop=args.crop, batch_size=args.batch_size, lr=args.lr,
-        seed=args.seed, command="clinicalfmamba " + shlex.join(sys.argv[1:]))
-    train(settings, FusionConfig(spatial_dims=args.dim))
+        data_root=Path(args.data or defaults["data"]),
+        output=Path(args.output or f"Resources/weights/fusion{args.dim}d.safetensors"),
+        workdir=Path(args.workdir or f"runs/fusion{args.dim}d"),
+        epochs=args.epochs, crop=args.crop or defaults["crop"],
+        batch_size=args.batch_size or defaults["batch_size"], lr=args.lr, seed=args.seed,
+        command="clinicalfmamba " + shlex.join(sys.argv[1:]))
+    train(settings, DEFAULT_CONFIGS[args.dim])
     return 0
 
 
@@ -113,9 +119,10 @@ def register(commands) -> None:
                     "into OUT, which has A's size and, for medical formats, A's geometry. "
                     "With two folders, files of the same name are paired and OUT is a folder. "
                     "A colour PET/SPECT input gives a colour result.")
-    fuse.add_argument("a", type=Path, help="first image (its grid is kept), or a folder")
-    fuse.add_argument("b", type=Path, help="second image, or a folder")
-    fuse.add_argument("-o", "--output", type=Path, required=True,
+    fuse.add_argument("a", metavar="A", type=Path,
+                      help="first image (its grid is kept), or a folder")
+    fuse.add_argument("b", metavar="B", type=Path, help="second image, or a folder")
+    fuse.add_argument("-o", "--output", metavar="OUT", type=Path, required=True,
                       help="output file (.png, .jpg, .nii.gz, .nrrd, .mha, ...) or folder")
     _add_model_options(fuse)
     fuse.add_argument("--model", choices=("auto", "2d", "3d"), default="auto",
@@ -128,30 +135,32 @@ def register(commands) -> None:
                     "and the paper's SSIM/PSNR (paper_*) of FUSED against A and B; files, or "
                     "folders matched by file name. A colour source and a colour fused image "
                     "are measured by their luma (Y of YCbCr).")
-    evaluate.add_argument("a", type=Path)
-    evaluate.add_argument("b", type=Path)
-    evaluate.add_argument("fused", type=Path)
+    evaluate.add_argument("a", metavar="A", type=Path, help="first source image or folder")
+    evaluate.add_argument("b", metavar="B", type=Path, help="second source image or folder")
+    evaluate.add_argument("fused", metavar="FUSED", type=Path, help="fused image or folder")
     evaluate.add_argument("--json", action="store_true",
                           help="one JSON record per image (non-finite values as null)")
     evaluate.set_defaults(func=_evaluate)
 
     demo = commands.add_parser(
-        "demo", help="fuse the bundled sample pairs and compare with classical baselines")
-    demo.add_argument("-o", "--output", type=Path, default=Path("out/demo"),
+        "demo", help="fuse the bundled sample pairs and compare with classical baselines",
+        description="Fuse the bundled MRI-CT and MRI-SPECT pairs (Resources/sample), write "
+                    "each fused image and an A | B | fused PNG, and print the metrics of the "
+                    "network and of the mean, max and Laplacian-pyramid baselines.")
+    demo.add_argument("-o", "--output", metavar="OUTDIR", type=Path, default=Path("out/demo"),
                       help="output folder (default: %(default)s)")
     _add_model_options(demo)
     demo.set_defaults(func=_demo)
 
     p = commands.add_parser("train-fusion", help="train the fusion network (unsupervised)")
-    p.add_argument("--data", default=str(DEFAULT_DATA / "harvard"),
-                   help="Harvard pairs folder (default: %(default)s)")
-    p.add_argument("--dim", type=int, choices=(2, 3), default=2)
-    p.add_argument("--output", default="Resources/weights/fusion2d.safetensors")
-    p.add_argument("--workdir", default="runs/fusion2d",
-                   help="checkpoints for resuming (default: %(default)s)")
+    p.add_argument("--dim", type=int, choices=(2, 3), default=2,
+                   help="2: Harvard image pairs; 3: brain3d volumes (random 3D patches)")
+    p.add_argument("--data", help="data folder (default: ../shared/data/harvard or brain3d)")
+    p.add_argument("--output", help="weights (default: Resources/weights/fusion{2,3}d.safetensors)")
+    p.add_argument("--workdir", help="checkpoints for resuming (default: runs/fusion{2,3}d)")
     p.add_argument("--epochs", type=int, default=10)
-    p.add_argument("--crop", type=int, default=96)
-    p.add_argument("--batch-size", type=int, default=4)
+    p.add_argument("--crop", type=int, help="crop / patch edge (default: 96 in 2D, 64 in 3D)")
+    p.add_argument("--batch-size", type=int, help="default: 4 in 2D, 2 in 3D")
     p.add_argument("--lr", type=float, default=5e-4)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch default)")

@@ -53,15 +53,15 @@ def _image_names(folder: Path) -> set[str]:
 
 
 def match_inputs(a: Path, b: Path, third: Path) -> Batch:
-    """Two files (``third`` a file), or two folders matched by file name (``third`` a folder
-    holding ``output_name(name)`` for each name)."""
+    """Two files, or two folders matched by file name; ``third`` is a file, or a folder
+    holding ``output_name(name)`` for each name (A's name for two files)."""
     for path in (a, b):
         if not path.exists():
             raise FileNotFoundError(f"input not found: {path}")
     if a.is_dir() != b.is_dir():
         raise ValueError(f"give two files or two folders, not one of each ({a}, {b})")
     if not a.is_dir():
-        return Batch([(a, b, third)], [], [])
+        return Batch([(a, b, third / output_name(a.name) if third.is_dir() else third)], [], [])
     names_a, names_b = _image_names(a), _image_names(b)
     common = sorted(names_a & names_b)
     if not common:

@@ -135,16 +135,20 @@ def _size(shape: tuple[int, ...]) -> str:
     return "x".join(map(str, reversed(shape)))
 
 
-def _to_sitk(array: np.ndarray, geometry: Geometry | None) -> sitk.Image:
-    colour = is_colour(array)
-    if geometry is not None:
-        array = array.reshape(geometry.shape + array.shape[2:])
-    image = sitk.GetImageFromArray(array, isVector=colour)
-    if geometry is not None:
-        image.SetOrigin(geometry.origin)
-        image.SetSpacing(geometry.spacing)
-        image.SetDirection(geometry.direction)
+def _placed(image: sitk.Image, geometry: Geometry) -> sitk.Image:
+    image.SetOrigin(geometry.origin)
+    image.SetSpacing(geometry.spacing)
+    image.SetDirection(geometry.direction)
     return image
+
+
+def _to_sitk(array: np.ndarray, geometry: Geometry | None) -> sitk.Image:
+    """A 2D grey or (H, W, 3) colour array as an image, on ``geometry``'s grid if given."""
+    colour = array.ndim == 3
+    if geometry is None:
+        return sitk.GetImageFromArray(array, isVector=colour)
+    array = array.reshape(geometry.shape + array.shape[2:])
+    return _placed(sitk.GetImageFromArray(array, isVector=colour), geometry)
 
 
 def resample_to_reference(moving_array: np.ndarray,
@@ -176,7 +180,7 @@ def resample_to_geometry(moving_array: np.ndarray, moving: Geometry,
     warnings.warn(f"second image resampled from its {_size(moving.shape)} grid onto the first "
                   f"image's {_size(reference.shape)} grid", stacklevel=2)
     image = _to_sitk(moving_array.astype(np.float32), moving)
-    grid = _to_sitk(np.zeros(reference.shape, np.uint8), reference)
+    grid = _placed(sitk.Image(list(reversed(reference.shape)), sitk.sitkUInt8), reference)
     resampled = sitk.Resample(image, grid, sitk.Transform(), sitk.sitkLinear, 0.0,
                               image.GetPixelID())
     array = _squeeze(sitk.GetArrayFromImage(resampled), reference.shape)

@@ -28,6 +28,10 @@ class FusionConfig:
     decoder_blocks: int = 1
     d_state: int = 8
     expand: int = 2
+    # 2 runs the whole network at half resolution and upsamples its (smooth) correction to
+    # the max-fusion prior, which keeps full-resolution detail: for volumes, full-resolution
+    # 3x3x3 convolutions would otherwise dominate the cost.
+    stem_stride: int = 1
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -37,6 +41,14 @@ class FusionConfig:
         values = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()
                   if k in cls.__dataclass_fields__}
         return cls(**values)
+
+
+# The shipped configurations. 3D keeps its full-resolution work to one strided stem
+# convolution (see docs/results.md for the per-block timings behind this choice).
+DEFAULT_CONFIGS = {
+    2: FusionConfig(),
+    3: FusionConfig(spatial_dims=3, widths=(16, 16, 32), stem_stride=2),
+}
 
 
 def _conv(dims: int):
@@ -65,7 +77,7 @@ class Encoder(nn.Module):
     def __init__(self, cfg: FusionConfig):
         super().__init__()
         conv, (c1, c2, c3), (d1, d2, d3) = _conv(cfg.spatial_dims), cfg.widths, cfg.dilations
-        self.stem = conv(1, c1, 3, padding=1)
+        self.stem = conv(1, c1, 3, stride=cfg.stem_stride, padding=1)
         self.block1 = DilatedGatedBlock(cfg.spatial_dims, c1, c1, d1)
         self.down1 = conv(c1, c2, 3, stride=2, padding=1)
         self.block2 = DilatedGatedBlock(cfg.spatial_dims, c2, c2, d2)
@@ -140,7 +152,7 @@ class FusionNet(nn.Module):
     @property
     def multiple(self) -> int:
         """Input sizes must be multiples of this (``forward`` pads and crops for you)."""
-        return 4
+        return 4 * self.cfg.stem_stride
 
     def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
         if a.shape != b.shape or a.dim() != self.cfg.spatial_dims + 2 or a.shape[1] != 1:
@@ -158,9 +170,12 @@ class FusionNet(nn.Module):
         b1, b2, b3 = self.encoder(b)
         fused = self.fusion(self.latent_a(a3), self.latent_b(b3))
         x = self.up2(self.decoder_mamba(fused), a2, b2)
-        x = self.up1(x, a1, b1)
+        correction = self.head(self.up1(x, a1, b1))
+        if self.cfg.stem_stride > 1:
+            correction = F.interpolate(correction, size=a.shape[2:], mode=self.up1.mode,
+                                       align_corners=False)
         prior = torch.logit(torch.maximum(a, b).clamp(1e-3, 1 - 1e-3))
-        out = torch.sigmoid(self.head(x) + prior)
+        out = torch.sigmoid(correction + prior)
         return out[(..., *[slice(0, s) for s in grid])]
 
 

@@ -30,7 +30,7 @@ def normalize_intensity(image: np.ndarray, low: float = 0.5, high: float = 99.5)
     lo = min(lo, background) if background >= 0 else lo  # keep a zero background at 0
     if hi <= lo:
         return (data > lo).astype(np.float32)
-    return np.clip((data - lo) / (hi - lo), 0.0, 1.0)
+    return np.clip((data - lo) / (hi - lo), 0.0, 1.0).astype(np.float32)
 
 
 def is_colour(image: np.ndarray) -> bool:

@@ -1,4 +1,4 @@
-"""Unsupervised training of the 2D fusion network on the Harvard pairs.
+"""Unsupervised training of the fusion network: 2D on the Harvard pairs, 3D on brain3d.
 
 Seeded, resumable (a checkpoint in ``workdir`` after every epoch), validated every epoch on
 held-back cases; the best epoch (lowest validation loss) is written as safetensors with its
@@ -18,10 +18,11 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from .brain3d_data import PatchDataset3D, find_cases, split_cases, validation_crops
 from .fusion import fuse_normalized
 from .harvard_data import CropDataset, find_pairs, load_luma_pair, split_by_case
 from .losses import fusion_loss
-from .metrics import fusion_metrics
+from .metrics import fusion_metrics, paper_metrics
 from .network import FusionConfig, FusionNet, parameter_count
 from .weights import save_weights
 
@@ -36,20 +37,37 @@ class TrainSettings:
     batch_size: int = 4
     lr: float = 5e-4
     seed: int = 0
-    val_stride: int = 5     # validate on every n-th held-back slice (all cases stay in)
+    val_stride: int = 5     # 2D: validate on every n-th held-back slice (all cases stay in)
+    samples_per_epoch: int = 160  # 3D: random patches per epoch
+    val_crop: int = 96      # 3D: centre crop of the held-back case for per-epoch validation
     command: str = ""
 
 
-def validate(model: FusionNet, pairs) -> dict:
-    """Mean loss and 8-bit field metrics per pair type on full-size validation images."""
+def _data(settings: TrainSettings, dims: int):
+    """(training dataset, validation list of (group, a, b), description of the split)."""
+    if dims == 2:
+        train_pairs, val_pairs = split_by_case(find_pairs(settings.data_root))
+        val_pairs = val_pairs[::settings.val_stride]
+        val = [(p.pair_type, *load_luma_pair(p)) for p in val_pairs]
+        return (CropDataset(train_pairs, settings.crop, settings.seed), val,
+                f"harvard_data.VALIDATION_CASES, every {settings.val_stride}th slice")
+    train_cases, val_cases = split_cases(find_cases(settings.data_root))
+    val = [("brain3d", a, b) for _, a, b in validation_crops(val_cases[0], settings.val_crop)]
+    return (PatchDataset3D(train_cases, settings.crop, settings.samples_per_epoch, settings.seed),
+            val, f"{val_cases[0].name}, all contrast pairs, centre {settings.val_crop}^3 crop")
+
+
+def validate(model: FusionNet, pairs: list[tuple[str, np.ndarray, np.ndarray]]) -> dict:
+    """Mean loss and quality metrics per group (8-bit field metrics in 2D, the paper's SSIM
+    and PSNR in 3D) on the validation images or crops."""
     per_type = defaultdict(list)
     model.eval()
-    for pair in pairs:
-        a, b = load_luma_pair(pair)
+    for group, a, b in pairs:
         fused = fuse_normalized(model, a, b)
         with torch.no_grad():
             loss, _ = fusion_loss(*(torch.from_numpy(x)[None, None] for x in (fused, a, b)))
-        per_type[pair.pair_type].append({"loss": loss.item(), **fusion_metrics(a, b, fused)})
+        metrics = fusion_metrics if a.ndim == 2 else paper_metrics
+        per_type[group].append({"loss": loss.item(), **metrics(a, b, fused)})
     model.train()
     summary = {t: {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}
                for t, rows in per_type.items()}
@@ -59,9 +77,7 @@ def validate(model: FusionNet, pairs) -> dict:
 
 def train(settings: TrainSettings, config: FusionConfig = FusionConfig()) -> dict:
     torch.manual_seed(settings.seed)
-    train_pairs, val_pairs = split_by_case(find_pairs(settings.data_root))
-    val_pairs = val_pairs[::settings.val_stride]
-    dataset = CropDataset(train_pairs, settings.crop, settings.seed)
+    dataset, val_pairs, split = _data(settings, config.spatial_dims)
     model = FusionNet(config)
     optimizer = torch.optim.Adam(model.parameters(), lr=settings.lr)
     steps_per_epoch = math.ceil(len(dataset) / settings.batch_size)
@@ -78,8 +94,8 @@ def train(settings: TrainSettings, config: FusionConfig = FusionConfig()) -> dic
         history, best, start_epoch = json.loads(state["history"]), state["best"], state["epoch"]
         torch.set_rng_state(state["rng"])
         print(f"resumed from {checkpoint} after epoch {start_epoch}")
-    print(f"{parameter_count(model):,} parameters; {len(train_pairs)} training pairs, "
-          f"{len(val_pairs)} validation pairs")
+    print(f"{parameter_count(model):,} parameters; {len(dataset)} training samples per epoch, "
+          f"{len(val_pairs)} validation pairs ({split})")
 
     for epoch in range(start_epoch, settings.epochs):
         dataset.epoch = epoch
@@ -107,8 +123,7 @@ def train(settings: TrainSettings, config: FusionConfig = FusionConfig()) -> dic
             save_weights(model.state_dict(), settings.output, config.to_dict(), extra={
                 "command": settings.command, "epoch": epoch + 1, "epochs": settings.epochs,
                 "parameters": parameter_count(model), "validation": val,
-                "validation_cases": "harvard_data.VALIDATION_CASES, every "
-                                    f"{settings.val_stride}th slice"})
+                "validation_cases": split})
         torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                     "schedule": schedule.state_dict(), "history": json.dumps(history),
                     "best": best, "epoch": epoch + 1, "rng": torch.get_rng_state()}, checkpoint)

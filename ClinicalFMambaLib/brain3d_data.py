@@ -1,0 +1,85 @@
+"""The brain3d multi-contrast volumes: loading, split by case, random 3D training patches."""
+
+from __future__ import annotations
+
+from itertools import combinations
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+import torch
+
+from .preprocessing import normalize_intensity
+
+CONTRASTS = ("t1", "t1c", "t2", "flair")
+CONTRAST_PAIRS = tuple(combinations(CONTRASTS, 2))
+VALIDATION_CASE = "TCGA-DU-7294"
+
+
+def find_cases(root: str | Path) -> list[Path]:
+    cases = sorted(p for p in Path(root).iterdir()
+                   if all((p / f"{c}.nii.gz").exists() for c in CONTRASTS))
+    if not cases:
+        raise FileNotFoundError(f"no cases with {', '.join(CONTRASTS)} NIfTI files under {root}")
+    return cases
+
+
+def split_cases(cases: list[Path]) -> tuple[list[Path], list[Path]]:
+    """(train, validation): the validation case is held back whole."""
+    return ([c for c in cases if c.name != VALIDATION_CASE],
+            [c for c in cases if c.name == VALIDATION_CASE])
+
+
+def load_case(case: Path) -> dict[str, np.ndarray]:
+    """Every contrast as float32 [0, 1] (z, y, x), normalised over its brain voxels."""
+    return {c: normalize_intensity(sitk.GetArrayFromImage(sitk.ReadImage(str(case / f"{c}.nii.gz"))))
+            for c in CONTRASTS}
+
+
+def brain_box(volumes: dict[str, np.ndarray]) -> tuple[slice, ...]:
+    """Bounding box of the voxels that are non-zero in any contrast."""
+    mask = np.any([v > 0 for v in volumes.values()], axis=0)
+    return tuple(slice(int(idx.min()), int(idx.max()) + 1) for idx in np.nonzero(mask))
+
+
+class PatchDataset3D(torch.utils.data.Dataset):
+    """Random patches inside the brain from every contrast pair of every training case."""
+
+    def __init__(self, cases: list[Path], patch: int, samples_per_epoch: int, seed: int):
+        self.volumes = [load_case(c) for c in cases]
+        self.boxes = [brain_box(v) for v in self.volumes]
+        self.patch, self.samples, self.seed, self.epoch = patch, samples_per_epoch, seed, 0
+
+    def __len__(self) -> int:
+        return self.samples
+
+    def __getitem__(self, index: int) -> torch.Tensor:
+        rng = np.random.default_rng((self.seed, self.epoch, index))
+        case = rng.integers(len(self.volumes))
+        first, second = CONTRAST_PAIRS[rng.integers(len(CONTRAST_PAIRS))]
+        volumes, box = self.volumes[case], self.boxes[case]
+        region = []
+        for axis, extent in enumerate(volumes[first].shape):
+            size = min(self.patch, extent)
+            low = min(max(box[axis].start, 0), extent - size)
+            high = max(min(box[axis].stop - size, extent - size), low)
+            start = int(rng.integers(low, high + 1))
+            region.append(slice(start, start + size))
+        pair = np.stack([volumes[first][tuple(region)], volumes[second][tuple(region)]])
+        for axis in (1, 2, 3):
+            if rng.random() < 0.5:
+                pair = np.flip(pair, axis)
+        if rng.random() < 0.5:
+            pair = pair[::-1]
+        return torch.from_numpy(np.ascontiguousarray(pair)).unsqueeze(1)  # (2, 1, d, h, w)
+
+
+def validation_crops(case: Path, size: int) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    """Centre crops of the brain for every contrast pair: cheap per-epoch validation."""
+    volumes = load_case(case)
+    box = brain_box(volumes)
+    starts = [int(np.clip((s.start + s.stop) // 2 - size // 2, 0, max(n - size, 0)))
+              for s, n in zip(box, volumes[CONTRASTS[0]].shape)]
+    region = tuple(slice(start, start + size) for start in starts)
+    return [(f"{case.name}/{x}+{y}", volumes[x][region], volumes[y][region])
+            for x, y in CONTRAST_PAIRS]

@@ -1,0 +1,62 @@
+"""Patch-wise volume inference with overlap and Gaussian blending (bounded memory, no seams)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from itertools import product
+
+import numpy as np
+import torch
+
+
+class FusionCancelled(RuntimeError):
+    """Raised when the caller's cancel() returned True; nothing was produced."""
+
+
+def patch_starts(size: int, patch: int, overlap: float) -> list[int]:
+    """Start offsets covering [0, size) with patches of ``patch`` overlapping by ``overlap``."""
+    if patch >= size:
+        return [0]
+    stride = max(1, int(round(patch * (1 - overlap))))
+    starts = list(range(0, size - patch + 1, stride))
+    if starts[-1] != size - patch:
+        starts.append(size - patch)
+    return starts
+
+
+def gaussian_weight(shape: tuple[int, ...], sigma_fraction: float = 0.125) -> np.ndarray:
+    """Separable Gaussian importance map: patch centres count more than their borders."""
+    weight = np.ones(shape, dtype=np.float32)
+    for axis, size in enumerate(shape):
+        x = np.arange(size, dtype=np.float32) - (size - 1) / 2
+        profile = np.exp(-0.5 * (x / max(size * sigma_fraction, 1e-3)) ** 2)
+        weight *= profile.reshape([-1 if i == axis else 1 for i in range(len(shape))])
+    return np.maximum(weight, 1e-3)  # borders of the volume are covered by one patch only
+
+
+@torch.no_grad()
+def sliding_window_fuse(model: torch.nn.Module, a: np.ndarray, b: np.ndarray,
+                        patch: int | tuple[int, ...] = 128, overlap: float = 0.25,
+                        progress: Callable[[float], None] | None = None,
+                        cancel: Callable[[], bool] | None = None) -> np.ndarray:
+    """Fuse two normalised float [0, 1] volumes of one shape patch by patch."""
+    if a.shape != b.shape or a.ndim != 3:
+        raise ValueError(f"expected two 3D volumes of one shape, got {a.shape} and {b.shape}")
+    patch = (patch,) * 3 if isinstance(patch, int) else tuple(patch)
+    patch = tuple(min(p, s) for p, s in zip(patch, a.shape))
+    corners = list(product(*(patch_starts(s, p, overlap) for s, p in zip(a.shape, patch))))
+    device = next(model.parameters()).device
+    weight = gaussian_weight(patch)
+    total = np.zeros(a.shape, dtype=np.float32)
+    norm = np.zeros(a.shape, dtype=np.float32)
+    for done, corner in enumerate(corners):
+        if cancel is not None and cancel():
+            raise FusionCancelled("fusion was cancelled")
+        region = tuple(slice(c, c + p) for c, p in zip(corner, patch))
+        ta, tb = (torch.from_numpy(np.ascontiguousarray(x[region], dtype=np.float32))[None, None]
+                  .to(device) for x in (a, b))
+        total[region] += model(ta, tb)[0, 0].float().cpu().numpy() * weight
+        norm[region] += weight
+        if progress is not None:
+            progress((done + 1) / len(corners))
+    return total / norm

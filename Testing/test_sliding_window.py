@@ -1,0 +1,74 @@
+"""Patch-wise volume inference and the brain3d training data."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from ClinicalFMambaLib.network import FusionConfig, FusionNet
+from ClinicalFMambaLib.sliding_window import (FusionCancelled, gaussian_weight, patch_starts,
+                                              sliding_window_fuse)
+
+torch.set_num_threads(1)
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+TINY3D = FusionConfig(spatial_dims=3, widths=(4, 4, 8), latent_blocks=1, decoder_blocks=0,
+                      d_state=2, stem_stride=2)
+
+
+@pytest.mark.parametrize("size,patch,overlap", [(155, 64, 0.25), (64, 64, 0.5), (30, 64, 0.25),
+                                                (100, 33, 0.5)])
+def test_patches_cover_every_voxel_and_stay_inside(size, patch, overlap):
+    starts = patch_starts(size, patch, overlap)
+    covered = np.zeros(size, bool)
+    for s in starts:
+        assert 0 <= s and s + min(patch, size) <= size
+        covered[s:s + patch] = True
+    assert covered.all()
+
+
+def test_gaussian_weight_peaks_in_the_centre():
+    w = gaussian_weight((9, 9, 9))
+    assert w.argmax() == np.ravel_multi_index((4, 4, 4), w.shape) and w.min() > 0
+
+
+def test_blending_has_no_seams():
+    # The untrained network is exactly max fusion, patch by patch: any seam or blending
+    # error would show as a difference from the whole-volume maximum.
+    model = FusionNet(TINY3D).eval()
+    rng = np.random.default_rng(0)
+    a, b = rng.random((20, 23, 17), np.float32), rng.random((20, 23, 17), np.float32)
+    fused = sliding_window_fuse(model, a, b, patch=8, overlap=0.5)
+    expected = np.clip(np.maximum(a, b), 1e-3, 1 - 1e-3)
+    np.testing.assert_allclose(fused, expected, atol=1e-5)
+
+
+def test_progress_and_cancel():
+    model = FusionNet(TINY3D).eval()
+    a = np.zeros((16, 16, 16), np.float32)
+    seen = []
+    sliding_window_fuse(model, a, a, patch=8, overlap=0.0, progress=seen.append)
+    assert seen[-1] == 1.0 and len(seen) == 8
+    with pytest.raises(FusionCancelled):
+        sliding_window_fuse(model, a, a, patch=8, cancel=lambda: True)
+
+
+def test_mismatched_volumes_are_refused():
+    model = FusionNet(TINY3D).eval()
+    with pytest.raises(ValueError, match="one shape"):
+        sliding_window_fuse(model, np.zeros((8, 8, 8)), np.zeros((8, 8, 9)), patch=8)
+
+
+@pytest.mark.skipif(not (DATA / "brain3d").exists(), reason="../shared/data/brain3d not present")
+def test_brain3d_patches_and_case_split():
+    from ClinicalFMambaLib.brain3d_data import (VALIDATION_CASE, PatchDataset3D, find_cases,
+                                                split_cases)
+
+    train, val = split_cases(find_cases(DATA / "brain3d"))
+    assert [c.name for c in val] == [VALIDATION_CASE]
+    assert VALIDATION_CASE not in {c.name for c in train} and len(train) >= 2
+    dataset = PatchDataset3D(train[:1], patch=32, samples_per_epoch=4, seed=0)
+    sample = dataset[0]
+    assert sample.shape == (2, 1, 32, 32, 32)
+    assert 0 <= sample.min() and sample.max() <= 1 and sample.mean() > 0.05  # inside the brain
+    assert torch.equal(sample, dataset[0])  # seeded
