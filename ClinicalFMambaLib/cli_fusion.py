@@ -106,6 +106,7 @@ def _train_fusion(args: argparse.Namespace) -> int:
         workdir=Path(args.workdir or f"runs/fusion{args.dim}d"),
         epochs=args.epochs, crop=args.crop or defaults["crop"],
         batch_size=args.batch_size or defaults["batch_size"], lr=args.lr, seed=args.seed,
+        target_weight=args.target_weight if args.dim == 2 else 0.0,
         command="clinicalfmamba " + shlex.join(sys.argv[1:]))
     train(settings, DEFAULT_CONFIGS[args.dim])
     return 0
@@ -163,5 +164,8 @@ def register(commands) -> None:
     p.add_argument("--batch-size", type=int, help="default: 4 in 2D, 2 in 3D")
     p.add_argument("--lr", type=float, default=5e-4)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--target-weight", type=float, default=10.0,
+                   help="2D: weight of the L1 pull towards each pair's loss optimum "
+                        "(ClinicalFMambaLib/fusion_targets.py; 0 trains on the loss alone)")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch default)")
     p.set_defaults(func=_train_fusion)

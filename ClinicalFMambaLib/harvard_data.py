@@ -60,9 +60,14 @@ def load_luma_pair(pair: HarvardPair) -> tuple[np.ndarray, np.ndarray]:
 
 
 class CropDataset(torch.utils.data.Dataset):
-    """Random crops with flips and random input order, from pairs held in memory."""
+    """Random crops with flips and random input order, from pairs held in memory.
+
+    Each item is (channels, 1, h, w): the two inputs, then any extra planes (training targets)
+    appended to ``images`` by the caller, cropped and flipped alike.
+    """
 
     def __init__(self, pairs: list[HarvardPair], crop: int, seed: int):
+        self.pairs = pairs
         self.images = [np.stack(load_luma_pair(p)) for p in pairs]
         self.crop, self.seed, self.epoch = crop, seed, 0
 
@@ -80,5 +85,5 @@ class CropDataset(torch.utils.data.Dataset):
         if rng.random() < 0.5:
             crop = crop[:, ::-1, :]
         if rng.random() < 0.5:  # the network should not depend on which input is which
-            crop = crop[::-1]
+            crop = crop[[1, 0, *range(2, len(crop))]]
         return torch.from_numpy(np.ascontiguousarray(crop)).unsqueeze(1)  # (2, 1, h, w)

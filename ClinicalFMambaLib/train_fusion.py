@@ -20,6 +20,7 @@ from tqdm import tqdm
 
 from .brain3d_data import PatchDataset3D, find_cases, split_cases, validation_crops
 from .fusion import fuse_normalized
+from .fusion_targets import cached_targets
 from .harvard_data import CropDataset, find_pairs, load_luma_pair, split_by_case
 from .losses import fusion_loss
 from .metrics import fusion_metrics, paper_metrics
@@ -37,9 +38,11 @@ class TrainSettings:
     batch_size: int = 4
     lr: float = 5e-4
     seed: int = 0
+    train_stride: int = 2   # 2D: every n-th training slice (neighbours are near-duplicates)
     val_stride: int = 5     # 2D: validate on every n-th held-back slice (all cases stay in)
     samples_per_epoch: int = 160  # 3D: random patches per epoch
     val_crop: int = 96      # 3D: centre crop of the held-back case for per-epoch validation
+    target_weight: float = 10.0  # 2D: L1 pull towards each pair's loss optimum (0: off)
     command: str = ""
 
 
@@ -47,9 +50,15 @@ def _data(settings: TrainSettings, dims: int):
     """(training dataset, validation list of (group, a, b), description of the split)."""
     if dims == 2:
         train_pairs, val_pairs = split_by_case(find_pairs(settings.data_root))
+        train_pairs = train_pairs[::settings.train_stride]
         val_pairs = val_pairs[::settings.val_stride]
         val = [(p.pair_type, *load_luma_pair(p)) for p in val_pairs]
-        return (CropDataset(train_pairs, settings.crop, settings.seed), val,
+        dataset = CropDataset(train_pairs, settings.crop, settings.seed)
+        if settings.target_weight:
+            targets = cached_targets(train_pairs, dataset.images, settings.workdir / "targets")
+            dataset.images = [np.concatenate([image, t[None]])
+                              for image, t in zip(dataset.images, targets)]
+        return (dataset, val,
                 f"harvard_data.VALIDATION_CASES, every {settings.val_stride}th slice")
     train_cases, val_cases = split_cases(find_cases(settings.data_root))
     val = [("brain3d", a, b) for _, a, b in validation_crops(val_cases[0], settings.val_crop)]
@@ -106,7 +115,10 @@ def train(settings: TrainSettings, config: FusionConfig = FusionConfig()) -> dic
         bar = tqdm(loader, desc=f"epoch {epoch + 1}/{settings.epochs}", unit="batch")
         for batch in bar:
             a, b = batch[:, 0], batch[:, 1]
-            loss, terms = fusion_loss(model(a, b), a, b)
+            fused = model(a, b)
+            loss, _ = fusion_loss(fused, a, b)
+            if batch.shape[1] > 2:
+                loss = loss + settings.target_weight * (fused - batch[:, 2]).abs().mean()
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

@@ -1,0 +1,90 @@
+"""Packaging of the Slicer extension: Slicer installs only the files the CMake lists name, so
+every file the module needs at run time must be listed, and every listed file must exist."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+MODULE = ROOT / "ClinicalFMamba"
+MODULE_CMAKE = MODULE / "CMakeLists.txt"
+
+
+def cmake_lists(path: Path) -> dict[str, list[str]]:
+    """Variables set by ``set(NAME item ...)`` in a CMake file, ``${MODULE_NAME}`` expanded."""
+    text = re.sub(r"#[^\n]*", "", path.read_text())
+    variables = {name: body.split() for name, body in re.findall(r"\bset\((\w+)\s+([^)]*)\)", text)}
+    module_name = variables.get("MODULE_NAME", [""])[0]
+    return {name: [item.replace("${MODULE_NAME}", module_name) for item in items]
+            for name, items in variables.items()}
+
+
+def files_under(folder: Path, pattern: str = "*") -> set[str]:
+    """Paths relative to the repository root, caches left out."""
+    return {p.relative_to(ROOT).as_posix() for p in folder.rglob(pattern)
+            if p.is_file() and "__pycache__" not in p.parts}
+
+
+@pytest.fixture(scope="module")
+def lists() -> dict[str, list[str]]:
+    return cmake_lists(MODULE_CMAKE)
+
+
+def test_module_scripts_and_resources_are_listed(lists):
+    listed = {f"ClinicalFMamba/{item}" for item in
+              lists["MODULE_PYTHON_SCRIPTS"] + lists["MODULE_PYTHON_RESOURCES"]}
+    on_disk = files_under(MODULE) - {"ClinicalFMamba/CMakeLists.txt"}
+    assert sorted(on_disk - listed) == [], "files of the module folder missing from its CMake lists"
+    assert sorted(listed - on_disk) == [], "CMake lists name files that do not exist"
+
+
+def test_every_library_file_is_listed(lists):
+    listed = set(lists["LIBRARY_PYTHON_SCRIPTS"])
+    on_disk = files_under(ROOT / "ClinicalFMambaLib", "*.py")
+    assert sorted(on_disk - listed) == [], \
+        "library files missing from LIBRARY_PYTHON_SCRIPTS in ClinicalFMamba/CMakeLists.txt"
+    assert sorted(listed - on_disk) == [], "LIBRARY_PYTHON_SCRIPTS names files that do not exist"
+
+
+def test_bundled_weights_and_sample_are_listed(lists):
+    listed = set(lists["LIBRARY_RESOURCES"])
+    needed = (files_under(ROOT / "Resources" / "weights", "*.safetensors")
+              | {"Resources/weights/MANIFEST.json"}
+              | files_under(ROOT / "Resources" / "sample" / "volume", "*.nii.gz"))
+    assert sorted(needed - listed) == [], \
+        "run-time files missing from LIBRARY_RESOURCES in ClinicalFMamba/CMakeLists.txt"
+    assert all((ROOT / item).is_file() for item in listed), "LIBRARY_RESOURCES names missing files"
+
+
+def test_files_the_module_loads_are_listed(lists):
+    source = (MODULE / "ClinicalFMamba.py").read_text()
+    resources = set(lists["LIBRARY_RESOURCES"])
+    for name in re.search(r"SAMPLE_FILES = \(([^)]*)\)", source).group(1).split(","):
+        assert f"Resources/sample/volume/{name.strip().strip(chr(34))}" in resources
+    for loaded in re.findall(r'resourcePath\("([^"]+)"\)', source):
+        assert f"Resources/{loaded}" in lists["MODULE_PYTHON_RESOURCES"]
+
+
+def test_extension_metadata():
+    top = cmake_lists(ROOT / "CMakeLists.txt")
+    assert top["EXTENSION_DEPENDS"] == ['"PyTorch"']
+    text = (ROOT / "CMakeLists.txt").read_text()
+    assert "project(ClinicalFMamba)" in text and "add_subdirectory(ClinicalFMamba)" in text
+    entry = json.loads((ROOT / "ClinicalFMamba.json").read_text())
+    assert entry["$schema"].startswith("https://raw.githubusercontent.com/Slicer/Slicer/")
+    assert entry["build_dependencies"] == ["PyTorch"] and entry["scm_url"]
+    assert entry["category"] in text
+    assert "Apache License" in (ROOT / "LICENSE").read_text()
+
+
+def test_icon_and_screenshot_exist():
+    from PIL import Image
+
+    with Image.open(MODULE / "Resources" / "Icons" / "ClinicalFMamba.png") as icon:
+        assert icon.size == (128, 128)
+    with Image.open(ROOT / "Resources" / "Screenshots" / "ClinicalFMamba.png") as shot:
+        assert min(shot.size) >= 256

@@ -1,0 +1,327 @@
+"""The Slicer module's logic on real MRML (pip's slicer-core), with the bundled sample volumes.
+
+The scene, storage nodes, subject hierarchy, colour logic and slice logic are Slicer's own
+classes; only the Qt application is absent. The red slice view's blend (fused background,
+heatmap foreground) is rendered to a PNG by vtkMRMLSliceLogic; with
+CLINICALFMAMBA_WRITE_SCREENSHOT=1 that render becomes Resources/Screenshots/ClinicalFMamba.png.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import os
+import subprocess
+import sys
+import unittest
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+# PyPI's unrelated "slicer" package has the same import name: look for slicer-core itself.
+if importlib.util.find_spec("slicer_core") is None:
+    pytest.skip("slicer-core is not installed (pip install slicer-core)", allow_module_level=True)
+
+import slicer  # noqa: E402
+import vtk  # noqa: E402
+from PIL import Image  # noqa: E402
+from vtk.util.numpy_support import vtk_to_numpy  # noqa: E402
+
+from ClinicalFMambaLib.classifier_model import DEFAULT_ARCH, build_model  # noqa: E402
+from ClinicalFMambaLib.classifier_train import model_config  # noqa: E402
+from ClinicalFMambaLib.classify import BUNDLED_NAME, Cancelled  # noqa: E402
+from ClinicalFMambaLib.fusion import BUNDLED_MODELS  # noqa: E402
+from ClinicalFMambaLib.volume_fusion import MODEL_KINDS  # noqa: E402
+from ClinicalFMambaLib.weights import bundled, save_weights  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "ClinicalFMamba"))
+import ClinicalFMamba as module  # noqa: E402
+
+torch.set_num_threads(1)  # other jobs share the CPU
+SCREENSHOT = ROOT / "Resources" / "Screenshots" / "ClinicalFMamba.png"
+VIEW_SIZE = 400
+
+
+def matrix_of(node) -> np.ndarray:
+    matrix = vtk.vtkMatrix4x4()
+    node.GetIJKToRASMatrix(matrix)
+    return slicer.util.arrayFromVTKMatrix(matrix)
+
+
+def fingerprint(node) -> tuple[str, bytes]:
+    voxels = slicer.util.arrayFromVolume(node)
+    return hashlib.sha256(voxels.tobytes()).hexdigest(), matrix_of(node).tobytes()
+
+
+@pytest.fixture(scope="module")
+def classifier(tmp_path_factory) -> str | None:
+    """The bundled classifier, or (before it is trained) an untrained network of the same
+    kind written to a temporary file: the code path is the same."""
+    if bundled(BUNDLED_NAME).exists():
+        return None
+    config = model_config(["glioma", "meningioma", "notumor", "pituitary"], 64, 0.3, 0.3,
+                          DEFAULT_ARCH)
+    torch.manual_seed(0)
+    path = tmp_path_factory.mktemp("classifier") / "classifier.safetensors"
+    save_weights(build_model(config).state_dict(), path, config)
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def scene():
+    """A real MRML scene with the default colour tables and a red slice view, as Slicer
+    sets them up at start-up (the logics are kept alive with the scene)."""
+    mrml = slicer.vtkMRMLScene()
+    slicer.mrmlScene = mrml
+    colors = slicer.vtkMRMLColorLogic()
+    colors.SetMRMLScene(mrml)
+    red = slicer.vtkMRMLSliceLogic()
+    red.SetMRMLScene(mrml)
+    red.AddSliceNode("Red")
+    yield mrml, red
+    slicer.mrmlScene = None
+    red.SetMRMLScene(None)
+    colors.SetMRMLScene(None)
+
+
+@pytest.fixture(scope="module")
+def logic():
+    return module.ClinicalFMambaLogic()
+
+
+@pytest.fixture(scope="module")
+def sample(scene, logic):
+    """The bundled pair loaded through storage nodes, A inside a study folder."""
+    volume_a, volume_b = logic.loadSample()
+    sh = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(slicer.mrmlScene)
+    study = sh.CreateFolderItem(sh.GetSceneItemID(), "Study")
+    sh.CreateItem(study, volume_a)
+    return volume_a, volume_b
+
+
+@pytest.fixture(scope="module")
+def run(sample, logic, classifier):
+    """One full fusion + classification + metrics of the sample; its inputs' fingerprints
+    before and after, and the progress reports."""
+    volume_a, volume_b = sample
+    before = [fingerprint(volume_a), fingerprint(volume_b)]
+    reports: list[float] = []
+    fused = logic.fuse(volume_a, volume_b, device="cpu", metrics=True, heatmapOpacity=0.5,
+                       classifier=classifier, progress=reports.append)
+    after = [fingerprint(volume_a), fingerprint(volume_b)]
+    return fused, before, after, reports
+
+
+def test_sample_is_loaded_through_storage_nodes(sample):
+    volume_a, volume_b = sample
+    for node in sample:
+        assert node.GetStorageNode().GetFileName().endswith(".nii.gz")
+        assert slicer.util.arrayFromVolume(node).shape == (40, 96, 96)
+    assert np.allclose(matrix_of(volume_a), matrix_of(volume_b))
+
+
+def test_output_has_geometry_of_a(run, sample):
+    fused = run[0]
+    volume_a = sample[0]
+    voxels = slicer.util.arrayFromVolume(fused)
+    assert fused.IsA("vtkMRMLScalarVolumeNode") and fused not in sample
+    assert voxels.shape == slicer.util.arrayFromVolume(volume_a).shape
+    assert voxels.dtype == np.float32 and 0.0 <= voxels.min() and voxels.max() <= 1.0
+    assert np.array_equal(matrix_of(fused), matrix_of(volume_a))
+
+
+def test_inputs_unchanged(run):
+    _, before, after, _ = run
+    assert before == after
+
+
+def test_output_sits_beside_a_in_subject_hierarchy(run, sample):
+    sh = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(slicer.mrmlScene)
+    folder = sh.GetItemParent(sh.GetItemByDataNode(sample[0]))
+    assert sh.GetItemName(folder) == "Study"
+    for node in [run[0]] + [run[0].GetNodeReference(role) for role in module.REFERENCES]:
+        assert sh.GetItemParent(sh.GetItemByDataNode(node)) == folder
+
+
+def test_heatmap_node_and_colour_table(run, sample):
+    fused = run[0]
+    heatmap = fused.GetNodeReference("Heatmap")
+    heat = slicer.util.arrayFromVolume(heatmap)
+    assert heat.shape == slicer.util.arrayFromVolume(fused).shape
+    assert np.array_equal(matrix_of(heatmap), matrix_of(sample[0]))
+    assert 0.0 <= heat.min() and heat.max() == pytest.approx(1.0)
+    display = heatmap.GetDisplayNode()
+    assert display.GetColorNode().GetName() == module.HEATMAP_COLORS
+    assert display.GetColorNode().GetNumberOfColors() > 1
+    assert display.GetApplyThreshold() and display.GetLowerThreshold() == module.HEATMAP_THRESHOLD
+
+
+def test_slice_view_shows_fused_under_heatmap(run):
+    fused = run[0]
+    composite = slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLSliceCompositeNode")
+    assert composite.GetBackgroundVolumeID() == fused.GetID()
+    assert composite.GetForegroundVolumeID() == fused.GetNodeReference("Heatmap").GetID()
+    assert composite.GetForegroundOpacity() == pytest.approx(0.5)
+
+
+def test_probabilities_sum_to_one_with_verdict(run):
+    fused = run[0]
+    table = fused.GetNodeReference("Probabilities")
+    probabilities = slicer.util.arrayFromTableColumn(table, "probability")
+    classes = [table.GetCellText(row, 0) for row in range(table.GetNumberOfRows())]
+    assert probabilities.sum() == pytest.approx(1.0, abs=1e-5)
+    assert table.GetAttribute("ClinicalFMamba.Verdict") == classes[int(probabilities.argmax())]
+    slices = fused.GetNodeReference("SliceVerdicts")
+    assert slices.GetNumberOfRows() == 40
+    per_slice = np.stack([slicer.util.arrayFromTableColumn(slices, name) for name in classes], 1)
+    assert np.allclose(per_slice.sum(1), 1.0, atol=1e-5)
+
+
+def test_metrics_table(run):
+    table = run[0].GetNodeReference("Metrics")
+    names = [table.GetCellText(row, 0) for row in range(table.GetNumberOfRows())]
+    assert {"EN", "MI", "SSIM", "Qabf"} <= set(names)
+    assert np.isfinite(slicer.util.arrayFromTableColumn(table, "value")).all()
+
+
+def test_progress_reaches_one(run):
+    reports = run[3]
+    assert reports == sorted(reports) and reports[-1] == 1.0
+
+
+def test_cancel_leaves_no_new_node(scene, sample, logic):
+    nodes = slicer.mrmlScene.GetNumberOfNodes()
+    reports: list[float] = []
+    with pytest.raises(Cancelled):
+        logic.fuse(*sample, device="cpu", classify=False, progress=reports.append,
+                   cancel=lambda: len(reports) > 1)
+    assert len(reports) == 2  # the start, then the first batch of slices
+    assert slicer.mrmlScene.GetNumberOfNodes() == nodes
+
+
+def test_failure_leaves_no_new_node(scene, sample, logic, tmp_path):
+    nodes = slicer.mrmlScene.GetNumberOfNodes()
+    with pytest.raises(FileNotFoundError, match="classifier weights not found"):
+        logic.fuse(*sample, device="cpu", classifier=str(tmp_path / "missing.safetensors"))
+    assert slicer.mrmlScene.GetNumberOfNodes() == nodes
+
+
+def test_bad_inputs_are_named(scene, sample, logic):
+    volume_a, volume_b = sample
+    with pytest.raises(ValueError, match="volume B is not set"):
+        logic.prepare(volume_a, None)
+    with pytest.raises(ValueError, match="same volume"):
+        logic.prepare(volume_a, volume_a)
+    with pytest.raises(ValueError, match="must not be an input"):
+        logic.prepare(volume_a, volume_b, volume_b)
+    with pytest.raises(ValueError, match="model must be one of"):
+        logic.prepare(volume_a, volume_b, model="4d")
+    label = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "labels")
+    slicer.util.updateVolumeFromArray(label, np.zeros((4, 8, 8), np.uint8))
+    with pytest.raises(ValueError, match="label"):
+        logic.prepare(label, volume_b)
+    slicer.mrmlScene.RemoveNode(label)
+    if not bundled(BUNDLED_MODELS[3]).exists():
+        with pytest.raises(FileNotFoundError, match="3D fusion model is not bundled"):
+            logic.fuse(volume_a, volume_b, model="3d", device="cpu")
+
+
+def test_b_on_another_grid_is_resampled_onto_a(scene, sample, logic):
+    volume_a, volume_b = sample
+    # B at half resolution along k, shifted by one slab: another grid, same anatomy.
+    coarse = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "coarse B")
+    source = slicer.util.arrayFromVolume(volume_b)
+    slicer.util.updateVolumeFromArray(coarse, source[::2].copy())
+    matrix = matrix_of(volume_b)
+    matrix[:3, 2] *= 2
+    coarse.SetIJKToRASMatrix(slicer.util.vtkMatrixFromArray(matrix))
+    job = logic.prepare(volume_a, coarse, classify=False)
+    slicer.mrmlScene.RemoveNode(coarse)
+    assert job.b.shape == job.a.shape
+    assert any("resampled" in message for message in job.warnings)
+    assert np.allclose(job.b[::2], source[::2], atol=1e-3)  # shared slices keep their values
+
+
+def test_choices_match_the_library():
+    assert module.MODEL_CHOICES == MODEL_KINDS
+
+
+def test_requirements_match_pyproject():
+    import tomllib
+
+    declared = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    assert sorted(module.REQUIREMENTS.values()) == sorted(d for d in declared
+                                                          if not d.startswith("torch"))
+
+
+def render_red_view(red, fused) -> np.ndarray:
+    """RGB of the red slice view's blended layers at the slice where the heatmap peaks."""
+    red.ResizeSliceNode(VIEW_SIZE, VIEW_SIZE)  # the red view is axial
+    red.FitSliceToAll()
+    heat = slicer.util.arrayFromVolume(fused.GetNodeReference("Heatmap"))
+    k = int(np.argmax(heat.sum(axis=(1, 2))))
+    red.SetSliceOffset((matrix_of(fused) @ (0, 0, k, 1))[2])
+    connection = red.GetImageDataConnection()
+    connection.GetProducer().Update()
+    image = connection.GetProducer().GetOutputDataObject(connection.GetIndex())
+    width, height, _ = image.GetDimensions()
+    pixels = vtk_to_numpy(image.GetPointData().GetScalars()).reshape(height, width, -1)
+    return np.ascontiguousarray(pixels[::-1, :, :3])  # VTK rows run bottom-up
+
+
+def test_red_view_render_shows_fused_and_heatmap(scene, run, tmp_path):
+    rgb = render_red_view(scene[1], run[0])
+    assert rgb.shape == (VIEW_SIZE, VIEW_SIZE, 3)
+    red, green, blue = (rgb[..., c].astype(int) for c in range(3))
+    grey = (np.abs(red - green) < 4) & (np.abs(green - blue) < 4) & (red > 40)
+    warm = red - blue > 40
+    assert grey.mean() > 0.02, "the fused image shows through"
+    assert warm.mean() > 0.01, "the heatmap is blended on top"
+    Image.fromarray(rgb).save(tmp_path / "red.png")
+    if os.environ.get("CLINICALFMAMBA_WRITE_SCREENSHOT") == "1":
+        SCREENSHOT.parent.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(rgb).save(SCREENSHOT)
+
+
+def test_module_imports_without_torch():
+    """Slicer lists the module before PyTorch is installed: importing it must not need torch."""
+    code = ("import sys\n"
+            "sys.modules['torch'] = None  # any `import torch` now fails\n"
+            f"sys.path.insert(0, {str(ROOT / 'ClinicalFMamba')!r})\n"
+            "import ClinicalFMamba\n"
+            "assert not [m for m in sys.modules if m.startswith('ClinicalFMambaLib.')]\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr
+
+
+def test_batch_script_arguments():
+    spec = importlib.util.spec_from_file_location("slicer_batch_fuse",
+                                                  ROOT / "scripts" / "slicer_batch_fuse.py")
+    batch = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(batch)
+    args = batch.parse(["a.nii.gz", "b.nii.gz", "-o", "out", "--device", "cpu", "--metrics"])
+    assert args.classify and args.metrics and len(args.volumes) == 2
+    with pytest.raises(SystemExit):
+        batch.parse(["a.nii.gz", "-o", "out"])
+    assert batch.stem(Path("x/case_t2.nii.gz")) == "case_t2"
+
+
+@pytest.mark.skipif(not bundled(BUNDLED_NAME).exists(), reason="bundled classifier not written yet")
+def test_module_self_test_runs_on_real_mrml(scene):
+    """The in-Slicer self-test (ClinicalFMambaTest) on a fresh real scene; only delayDisplay,
+    a message box of the application, is replaced by a print."""
+
+    class SelfTest(module.ClinicalFMambaTest, unittest.TestCase):
+        def delayDisplay(self, message: str) -> None:
+            print(message)
+
+    shared = slicer.mrmlScene
+    slicer.mrmlScene = slicer.vtkMRMLScene()
+    try:
+        SelfTest("runTest").runTest()
+    finally:
+        slicer.mrmlScene = shared
