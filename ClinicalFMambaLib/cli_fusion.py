@@ -107,7 +107,7 @@ def _train_fusion(args: argparse.Namespace) -> int:
         epochs=args.epochs, crop=args.crop or defaults["crop"],
         batch_size=args.batch_size or defaults["batch_size"], lr=args.lr, seed=args.seed,
         target_weight=args.target_weight if args.dim == 2 else 0.0,
-        command="clinicalfmamba " + shlex.join(sys.argv[1:]))
+        command="clinicalfmamba " + shlex.join(args.argv))
     train(settings, DEFAULT_CONFIGS[args.dim])
     return 0
 

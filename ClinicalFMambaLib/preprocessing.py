@@ -11,8 +11,8 @@ def normalize_intensity(image: np.ndarray, low: float = 0.5, high: float = 99.5)
 
     8-bit data (PNG/JPEG) is already display-scaled: divided by 255. Anything else (CT in
     Hounsfield units, MRI in scanner units) is clipped to the [low, high] percentiles of its
-    foreground, the voxels above the minimum, so that a zero background (skull-stripped MRI,
-    air around the head) does not pull the percentiles down.
+    foreground, the voxels above the background, so that a zero background (skull-stripped
+    MRI, air around the head) does not pull the percentiles down.
     """
     image = np.asarray(image)
     if image.size == 0:
@@ -22,7 +22,9 @@ def normalize_intensity(image: np.ndarray, low: float = 0.5, high: float = 99.5)
     data = image.astype(np.float32)
     if not np.isfinite(data).all():
         raise ValueError("image contains NaN or infinite values")
-    background = data.min()
+    # Background: zero where zeros are common (skull-stripped MRI, whose resampling can leave
+    # small negative values at the brain's edge), else the minimum (air in CT).
+    background = 0.0 if np.count_nonzero(data == 0) > 0.1 * data.size else data.min()
     foreground = data[data > background]
     if foreground.size == 0:
         return np.zeros_like(data)

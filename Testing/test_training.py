@@ -1,0 +1,68 @@
+"""Loss, loss-optimum targets and a short real training run (resumable, weights registered)."""
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from ClinicalFMambaLib.fusion_targets import optimise_pair
+from ClinicalFMambaLib.losses import fusion_loss, sobel_magnitude, ssim
+
+torch.set_num_threads(1)
+HARVARD = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "harvard"
+needs_data = pytest.mark.skipif(not HARVARD.exists(), reason="../shared/data/harvard not present")
+
+
+def test_loss_is_zero_only_for_a_perfect_fusion_of_identical_inputs():
+    x = torch.rand(1, 1, 24, 24)
+    assert fusion_loss(x, x, x)[0].item() == pytest.approx(0, abs=1e-6)
+    assert fusion_loss(1 - x, x, x)[0].item() > 1
+    assert ssim(x, x).item() == pytest.approx(1, abs=1e-6)
+
+
+def test_sobel_sees_edges_across_slices_in_3d():
+    v = torch.zeros(1, 1, 8, 8, 8)
+    v[:, :, 4:] = 1  # an edge between slices only
+    assert sobel_magnitude(v).sum() > 0
+    assert sobel_magnitude(v[:, :, 0]).sum() == 0  # within a slice there is no edge
+
+
+@needs_data
+def test_loss_optimum_beats_max_fusion_under_the_loss():
+    from ClinicalFMambaLib.harvard_data import find_pairs, load_luma_pair
+
+    a, b = (x[96:160, 96:160] for x in load_luma_pair(find_pairs(HARVARD)[0]))
+    target = optimise_pair(a, b, steps=15)
+    t = lambda x: torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))[None, None]
+    assert target.shape == a.shape and 0 <= target.min() and target.max() <= 1
+    assert fusion_loss(t(target), t(a), t(b))[0] < fusion_loss(t(np.maximum(a, b)), t(a), t(b))[0]
+
+
+@needs_data
+def test_short_training_run_writes_verified_weights_and_resumes(tmp_path, capsys):
+    from ClinicalFMambaLib.cli import main
+    from ClinicalFMambaLib.weights import load_weights
+
+    data = tmp_path / "harvard"
+    for folder, names in (("MRI", ["16003.png", "16004.png", "41010.png"]),
+                          ("CT", ["16003.png", "16004.png", "41010.png"])):
+        (data / "CT-MRI" / folder).mkdir(parents=True)
+        for name in names:  # case 16 trains, case 41 is held back
+            shutil.copy(HARVARD / "CT-MRI" / folder / name, data / "CT-MRI" / folder / name)
+    weights = tmp_path / "w" / "fusion2d.safetensors"
+    args = ["train-fusion", "--data", str(data), "--output", str(weights), "--workdir",
+            str(tmp_path / "run"), "--epochs", "1", "--crop", "32", "--batch-size", "2",
+            "--threads", "1"]
+    assert main(args) == 0
+    state, config = load_weights(weights)
+    assert config["spatial_dims"] == 2 and state
+    entry = json.loads((weights.parent / "MANIFEST.json").read_text())[weights.name]
+    assert entry["epoch"] == 1 and "CT-MRI" in entry["validation"]
+    assert "train-fusion" in entry["command"]
+    assert (tmp_path / "run" / "targets").is_dir()
+    # A second call with more epochs resumes after epoch 1 instead of starting again.
+    assert main(args[:-5] + ["2"] + args[-4:]) == 0
+    assert "resumed" in capsys.readouterr().out
