@@ -14,7 +14,6 @@ TRAIN_DEFAULTS = {
     2: {"data": DEFAULT_DATA / "harvard", "crop": 96, "batch_size": 4},
     3: {"data": DEFAULT_DATA / "brain3d", "crop": 64, "batch_size": 2},
 }
-NO_3D = "3D (volume) fusion is not available yet; fuse 2D images or single slices"
 
 
 def _model_loader(args: argparse.Namespace):
@@ -30,11 +29,26 @@ def _report_unmatched(batch) -> None:
                   file=sys.stderr)
 
 
+def _fuse_volumes(args: argparse.Namespace) -> int:
+    from .volume_files import fuse_volume_files, progress_bar
+
+    update, close = progress_bar("fuse")
+    try:
+        written = fuse_volume_files(args.a, args.b, args.output, args.model, args.device, update)
+    finally:
+        close()
+    print(f"wrote {written}")
+    return 0
+
+
 def _fuse(args: argparse.Namespace) -> int:
     from .fuse_files import check_outputs, fuse_batch, match_inputs
+    from .volume_files import is_volume
 
+    if is_volume(args.a) or is_volume(args.b):
+        return _fuse_volumes(args)
     if args.model == "3d":
-        raise NotImplementedError(NO_3D)
+        raise ValueError("--model 3d fuses volumes; these inputs are 2D images")
     batch = match_inputs(args.a, args.b, args.output)
     check_outputs(batch)
     _report_unmatched(batch)
@@ -116,18 +130,21 @@ def register(commands) -> None:
     """Add the fusion sub-commands."""
     fuse = commands.add_parser(
         "fuse", help="fuse two co-registered images (or two folders of them)",
-        description="Fuse A and B (PNG/JPEG/BMP/TIFF, or single-slice NIfTI/NRRD/MHA/DICOM) "
-                    "into OUT, which has A's size and, for medical formats, A's geometry. "
+        description="Fuse A and B (PNG/JPEG/BMP/TIFF, single-slice or volume NIfTI/NRRD/MHA, "
+                    "DICOM files or series folders) into OUT, which has A's size and, for "
+                    "medical formats, A's geometry; B is resampled onto A's grid if needed. "
                     "With two folders, files of the same name are paired and OUT is a folder. "
                     "A colour PET/SPECT input gives a colour result.")
     fuse.add_argument("a", metavar="A", type=Path,
-                      help="first image (its grid is kept), or a folder")
+                      help="first image or volume (its grid is kept), a folder of images, "
+                           "or a DICOM series folder")
     fuse.add_argument("b", metavar="B", type=Path, help="second image, or a folder")
     fuse.add_argument("-o", "--output", metavar="OUT", type=Path, required=True,
                       help="output file (.png, .jpg, .nii.gz, .nrrd, .mha, ...) or folder")
     _add_model_options(fuse)
     fuse.add_argument("--model", choices=("auto", "2d", "3d"), default="auto",
-                      help="network by input dimension (3d: not available yet)")
+                      help="for volumes: 3d (tri-plane network), 2d (2D network slice by "
+                           "slice, faster) or auto (3d where bundled); 2D images always use 2d")
     fuse.set_defaults(func=_fuse)
 
     evaluate = commands.add_parser(

@@ -33,8 +33,7 @@ PICTURE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 MEDICAL_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr", ".mha", ".mhd", ".dcm")
 # DICOM needs integer pixels and a full header: fused results go to the other formats.
 WRITABLE_SUFFIXES = PICTURE_SUFFIXES + MEDICAL_SUFFIXES[:-1]
-VOLUME_HINT = ("2D fusion needs a single slice; volume fusion (--model 3d) is not "
-               "available yet")
+VOLUME_HINT = "2D image fusion needs a single slice; volumes are fused as volumes"
 
 
 @dataclass(frozen=True)
@@ -218,11 +217,11 @@ def write_image(path: str | Path, image: np.ndarray, geometry: Geometry | None =
 
         def write(target: Path) -> None:
             sitk.WriteImage(_to_sitk(pixels, geometry), str(target))
-    _write_atomically(path, write)
+    write_atomically(path, write)
     return path
 
 
-def _write_atomically(path: Path, write: Callable[[Path], None]) -> None:
+def write_atomically(path: Path, write: Callable[[Path], None]) -> None:
     """Write into a hidden folder beside ``path``, then rename every file it produced.
 
     The folder keeps the final file name, so a MetaImage header (.mhd) still names its data

@@ -8,9 +8,11 @@ from itertools import product
 import numpy as np
 import torch
 
+from .classify import Cancelled
 
-class FusionCancelled(RuntimeError):
-    """Raised when the caller's cancel() returned True; nothing was produced."""
+
+class FusionCancelled(Cancelled):
+    """The caller's ``cancel()`` returned True; nothing was produced."""
 
 
 def patch_starts(size: int, patch: int, overlap: float) -> list[int]:

@@ -3,7 +3,7 @@
 Volumes are numpy arrays in (k, j, i) order (SimpleITK's and Slicer's ``arrayFromVolume``),
 grey ``(k, j, i)`` of any numeric type or 8-bit RGB ``(k, j, i, 3)`` (PET/SPECT colour maps).
 Each input is normalised once over the whole volume (percentile window over its
-foreground, the voxels above the minimum, so a zero background does not count), so that
+foreground, the voxels above the background, so a zero background does not count), so that
 every slice of one volume shares one intensity mapping. The 2D network then fuses the axial
 slices (array axis 0) in batches; slices where both inputs are empty stay 0. A colour input
 is fused on its luma and its chroma is put back, as for 2D images.
@@ -22,20 +22,16 @@ import numpy as np
 import SimpleITK as sitk
 import torch
 
-from .classify import Cancelled
 from .fusion import BUNDLED_MODELS, load_fusion_model
 from .network import FusionNet
 from .preprocessing import normalize_intensity, rgb_to_ycbcr, ycbcr_to_rgb
+from .sliding_window import FusionCancelled, sliding_window_fuse
 from .weights import bundled
 
 MODEL_KINDS = ("auto", "2d", "3d")
 BATCH_SLICES = 8
 # Slicer's RAS and ITK's LPS differ by the sign of their first two axes.
 RAS_TO_LPS = np.diag([-1.0, -1.0, 1.0])
-
-
-class FusionCancelled(Cancelled):
-    """The caller's ``cancel()`` returned True; nothing was produced."""
 
 
 @dataclass(frozen=True)
@@ -71,12 +67,12 @@ def volume_luma(volume: np.ndarray, name: str = "volume") -> tuple[np.ndarray, n
 
 
 def load_volume_model(kind: str = "auto", device: str = "auto") -> FusionNet:
-    """The bundled fusion network for volumes: 'auto' and '2d' give the 2D model (slice by
-    slice), '3d' the 3D model, which is refused while it is not bundled."""
+    """The bundled fusion network for volumes: '3d' the tri-plane 3D model, '2d' the 2D
+    model applied slice by slice (faster), 'auto' the 3D model where it is bundled."""
     if kind not in MODEL_KINDS:
         raise ValueError(f"model must be one of {', '.join(MODEL_KINDS)}, not {kind!r}")
-    if kind == "3d":
-        path = bundled(BUNDLED_MODELS[3])
+    path = bundled(BUNDLED_MODELS[3])
+    if kind == "3d" or (kind == "auto" and path.exists()):
         if not path.exists():
             raise FileNotFoundError(f"the 3D fusion model is not bundled yet ({path} is "
                                     "missing); use model 'auto' or '2d' (slice by slice)")
@@ -133,8 +129,10 @@ def _fuse_slices(model: FusionNet, ya: np.ndarray, yb: np.ndarray, batch_size: i
 def _fuse_whole_volume(model: FusionNet, ya: np.ndarray, yb: np.ndarray,
                        progress: Callable[[float], None] | None,
                        cancel: Callable[[], bool] | None) -> np.ndarray:
-    """Inference of the 3D network: the one place it plugs in once its weights are trained."""
-    raise NotImplementedError("3D volume fusion is not available yet; use model 'auto' or '2d'")
+    """The 3D network over overlapping patches (bounded memory); background stays 0."""
+    fused = sliding_window_fuse(model, ya, yb, progress=progress, cancel=cancel)
+    fused[(ya == 0) & (yb == 0)] = 0.0
+    return fused
 
 
 # --------------------------------------------------------------------------- geometry

@@ -179,13 +179,51 @@ def test_different_sizes_are_resampled_to_a_with_a_warning(tmp_path):
         assert fused.size == (128, 128)
 
 
-def test_volume_input_is_refused(tmp_path, capsys):
+def _volume(path, array, origin=(-90.0, 120.0, -60.0), spacing=(1.0, 1.0, 2.0)):
+    image = sitk.GetImageFromArray(array)
+    image.SetOrigin(origin)
+    image.SetSpacing(spacing)
+    image.SetDirection((0.0, 1.0, 0.0, -1.0, 0.0, 0.0, 0.0, 0.0, 1.0))
+    sitk.WriteImage(image, str(path))
+    return image
+
+
+@needs_weights
+@needs_data
+def test_volumes_fuse_on_the_first_volumes_grid(tmp_path, capsys):
+    case = DATA / "brain3d" / "TCGA-DU-7294"
+    crop = (slice(70, 76), slice(80, 144), slice(90, 150))
+    t2 = sitk.GetArrayFromImage(sitk.ReadImage(str(case / "t2.nii.gz")))[crop]
+    flair = sitk.GetArrayFromImage(sitk.ReadImage(str(case / "flair.nii.gz")))[crop]
+    reference = _volume(tmp_path / "t2.nii.gz", t2)
+    _volume(tmp_path / "flair.nii.gz", flair)
+    out = tmp_path / "fused.nii.gz"
+    assert fuse_cli(tmp_path / "t2.nii.gz", tmp_path / "flair.nii.gz", out, "--model", "2d") == 0
+    fused = sitk.ReadImage(str(out))
+    for attribute in ("GetSize", "GetOrigin", "GetSpacing", "GetDirection"):
+        assert getattr(fused, attribute)() == getattr(reference, attribute)()
+    values = sitk.GetArrayFromImage(fused)
+    assert values.dtype == np.float32 and 0 <= values.min() and values.max() <= 1
+    assert values.std() > 0.05
+
+    # B on another grid (shifted origin): resampled onto A with a warning, output on A's grid.
+    _volume(tmp_path / "flair_shifted.nii.gz", flair, origin=(-88.0, 120.0, -60.0))
+    with pytest.warns(UserWarning, match="resampled"):
+        assert fuse_cli(tmp_path / "t2.nii.gz", tmp_path / "flair_shifted.nii.gz",
+                        tmp_path / "fused2.nii.gz", "--model", "2d") == 0
+    assert sitk.ReadImage(str(tmp_path / "fused2.nii.gz")).GetSize() == reference.GetSize()
+
+
+def test_model_3d_needs_volumes_and_3d_weights(tmp_path, capsys):
+    picture = tmp_path / "a.png"
+    Image.fromarray(np.zeros((32, 32), np.uint8)).save(picture)
+    assert fuse_cli(picture, picture, tmp_path / "f.png", "--model", "3d") == 2
+    assert "fuses volumes" in capsys.readouterr().err
     volume = tmp_path / "volume.nii.gz"
-    sitk.WriteImage(sitk.GetImageFromArray(np.zeros((6, 32, 32), np.int16)), str(volume))
-    assert fuse_cli(volume, volume, tmp_path / "fused.nii.gz") == 2
-    assert "volume (32x32x6)" in capsys.readouterr().err
-    assert fuse_cli(volume, volume, tmp_path / "fused.nii.gz", "--model", "3d") == 2
-    assert "not available yet" in capsys.readouterr().err
+    _volume(volume, np.zeros((6, 32, 32), np.int16))
+    if not bundled(BUNDLED_MODELS[3]).exists():
+        assert fuse_cli(volume, volume, tmp_path / "fused.nii.gz", "--model", "3d") == 2
+        assert "not bundled" in capsys.readouterr().err
     assert not (tmp_path / "fused.nii.gz").exists()
 
 

@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
+from scipy import ndimage
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -67,7 +68,11 @@ def slice_check(model, volume: np.ndarray, direction, seg: np.ndarray, name: str
     inside = seg > 0
     heat = result.heatmap
     tumour_slices = np.flatnonzero(has_tumour & result.eligible)
-    hits = [bool(inside[z].ravel()[np.argmax(heat[z])]) for z in tumour_slices if heat[z].max() > 0]
+    peaks = [np.unravel_index(np.argmax(heat[z]), heat[z].shape) for z in tumour_slices
+             if heat[z].max() > 0]
+    # In-plane distance (voxels = mm in brain3d) from each heatmap peak to the segmentation.
+    distance = [ndimage.distance_transform_edt(~inside[z])[peak]
+                for z, peak in zip(tumour_slices, peaks)]
     brain = prepare_volume(volume, model.input_size, direction).mask
     return {
         "input": name,
@@ -90,7 +95,9 @@ def slice_check(model, volume: np.ndarray, direction, seg: np.ndarray, name: str
             / max(heat[tumour_slices].sum(), 1e-12)),
         "chance_level_tumour_slices": float(inside[tumour_slices].sum()
                                             / brain[tumour_slices].sum()),
-        "heatmap_peak_inside_seg_rate": float(np.mean(hits)) if hits else float("nan"),
+        "heatmap_peak_inside_seg_rate": float(np.mean(np.equal(distance, 0))),
+        "heatmap_peak_within_10mm_rate": float(np.mean(np.less_equal(distance, 10))),
+        "heatmap_peak_median_distance_mm": float(np.median(distance)),
         "aggregation": {
             "top_slices": float(1 - result.probabilities[no_tumour]),
             "area_weighted_mean": weighted_mean_tumour(result.slice_probabilities,
@@ -105,9 +112,13 @@ def tumour_free_slab(model, volume: np.ndarray, direction, seg: np.ndarray) -> d
     slabs = {"below": volume[: max(z.min() - 5, 0)], "above": volume[z.max() + 6:]}
     report = {}
     for side, slab in slabs.items():
-        if slab.shape[0] < 10 or slab.max() == slab.min():
+        if slab.shape[0] < 10:
             continue
-        result = classify_volume(model, slab, direction=direction, heatmap=False)
+        try:
+            result = classify_volume(model, slab, direction=direction, heatmap=False)
+        except ValueError as error:  # e.g. the slab above the tumour holds no brain
+            report[side] = {"slices": int(slab.shape[0]), "skipped": str(error)}
+            continue
         report[side] = {
             "slices": int(slab.shape[0]),
             "top_slices": float(1 - result.probabilities[model.no_tumour_index]),
@@ -168,13 +179,16 @@ def main() -> int:
         print(f"TCGA {name}: slice AUC {check['slice_auc_brain_slices']:.3f} (eligible "
               f"{check['slice_auc_eligible_slices']:.3f}), heatmap inside seg "
               f"{check['heatmap_mass_inside_seg']:.3f} (chance "
-              f"{check['chance_level_seg_share_of_brain']:.3f}), peak inside "
-              f"{check['heatmap_peak_inside_seg_rate']:.2f}, verdict "
+              f"{check['chance_level_seg_share_of_brain']:.3f}), on tumour slices "
+              f"{check['heatmap_mass_inside_seg_tumour_slices']:.3f} (chance "
+              f"{check['chance_level_tumour_slices']:.3f}), peak inside "
+              f"{check['heatmap_peak_inside_seg_rate']:.2f} / within 10 mm "
+              f"{check['heatmap_peak_within_10mm_rate']:.2f}, verdict "
               f"{check['volume_prediction']}", flush=True)
         if name == "flair":
             z = int(np.argmax((seg > 0).sum(axis=(1, 2))))
             overlay = heatmap_overlay(volume[z].astype(np.float32), result.heatmap[z])
-            outline = (seg[z] > 0) ^ np.pad(seg[z][1:-1, 1:-1] > 0, 1)
+            outline = (seg[z] > 0) & ~ndimage.binary_erosion(seg[z] > 0)
             overlay[outline] = (0, 255, 0)
             Image.fromarray(overlay).save(args.out / "tcga_flair_heatmap.png")
             save_model_view(model, volume, vol_direction, args.data / "tumor-mri" / "Training",
