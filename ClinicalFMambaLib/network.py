@@ -143,11 +143,11 @@ class FusionNet(nn.Module):
         self.decoder_mamba = stage(cfg.decoder_blocks)
         self.up2 = UpBlock(dims, c3, c2)
         self.up1 = UpBlock(dims, c2, c1)
-        self.head = _conv(dims)(c1, 1, 3, padding=1)
         # The head predicts a correction, in logit space, to the element-wise maximum of the
-        # inputs; zero-initialised, so training starts from max fusion rather than from noise.
-        nn.init.zeros_(self.head.weight)
-        nn.init.zeros_(self.head.bias)
+        # inputs, so the network learns what to change about max fusion rather than the
+        # whole image. (A zero-initialised head barely moves: every layer before it starts
+        # without gradient.)
+        self.head = _conv(dims)(c1, 1, 3, padding=1)
 
     @property
     def multiple(self) -> int:
