@@ -147,7 +147,9 @@ def _stem(path: Path, suffix: str) -> str:
 # --------------------------------------------------------------------------- train
 
 def _command_line(args: argparse.Namespace) -> str:
-    """The canonical command that reproduces this run (every option spelled out)."""
+    """The command as typed (``cli.main`` keeps its argv), else every option spelled out."""
+    if getattr(args, "argv", None):
+        return shlex.join(["clinicalfmamba", *args.argv])
     words = ["clinicalfmamba", "train-classifier", str(args.data_dir)]
     for key, value in sorted(vars(args).items()):
         if key in ("func", "command", "data_dir", "workdir") or value is None:
