@@ -18,7 +18,6 @@ slice probabilities become the volume verdict.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
@@ -37,10 +36,6 @@ __all__ = ["Cancelled", "Classifier", "VolumeResult", "aggregate_slices", "brain
            "load_classifier", "save_heatmap_png", "save_heatmap_volume"]
 
 BUNDLED_NAME = "classifier2d.safetensors"
-# Volume tumour probability: mean over the top TOP_FRACTION of eligible slices (at least
-# TOP_MIN_SLICES), so a tumour spanning a few slices is not averaged away by normal slices.
-TOP_FRACTION = 0.1
-TOP_MIN_SLICES = 3
 
 
 class Cancelled(RuntimeError):
@@ -148,37 +143,22 @@ def gradcam(model: Classifier, image: np.ndarray, class_index: int | None = None
 
 # --------------------------------------------------------------------------- volumes
 
-def aggregate_slices(slice_probs: np.ndarray, brain_area: np.ndarray,
-                     no_tumour_index: int | None) -> tuple[np.ndarray, np.ndarray]:
+def aggregate_slices(slice_probs: np.ndarray, brain_area: np.ndarray
+                     ) -> tuple[np.ndarray, np.ndarray]:
     """Volume probabilities (C,) from per-slice probabilities; also the eligible-slice mask.
 
     Eligible slices hold at least MIN_BRAIN_FRACTION of the largest slice's brain area, so
-    edge slices with a sliver of brain never decide. With a no-tumour class, the volume's
-    tumour probability is the mean tumour probability (1 - P(no tumour)) of its most
-    suspicious eligible slices (top TOP_FRACTION, at least TOP_MIN_SLICES): a tumour
-    occupies only some slices, and averaging over all would hide it. The tumour
-    probability is split between tumour classes in proportion to their brain-area-weighted
-    mean over those same slices. Without a no-tumour class (e.g. a grade classifier) the
-    result is the brain-area-weighted mean over all eligible slices.
+    edge slices with a sliver of brain never decide; the volume probabilities are the
+    brain-area-weighted mean over them. (The alternative, the mean of the most suspicious
+    slices, was measured and rejected: on skull-stripped volumes a few false-positive
+    skull-base slices put it above 0.9 even for tumour-free brain; docs/classifier.md.)
     """
     area = np.asarray(brain_area, np.float64)
     if area.max() <= 0:
         raise ValueError("no slice contains brain")
     eligible = area >= MIN_BRAIN_FRACTION * area.max()
-    index = np.flatnonzero(eligible)
-    if no_tumour_index is None:
-        weights = area[index] / area[index].sum()
-        return (weights[:, None] * slice_probs[index]).sum(0), eligible
-    tumour = 1.0 - slice_probs[index, no_tumour_index]
-    k = min(len(index), max(TOP_MIN_SLICES, int(math.ceil(TOP_FRACTION * len(index)))))
-    top = index[np.argsort(-tumour, kind="stable")[:k]]
-    tumour_probability = float(np.mean(1.0 - slice_probs[top, no_tumour_index]))
-    split = (area[top, None] * slice_probs[top]).sum(0)
-    split[no_tumour_index] = 0.0
-    total = split.sum()
-    probs = split / total * tumour_probability if total > 0 else np.zeros_like(split)
-    probs[no_tumour_index] = 1.0 - tumour_probability
-    return probs, eligible
+    weights = np.where(eligible, area, 0.0)
+    return (weights[:, None] * slice_probs).sum(0) / weights.sum(), eligible
 
 
 @dataclass
@@ -237,8 +217,7 @@ def classify_volume(model: Classifier, volume: np.ndarray, batch_size: int = 16,
         if progress is not None:
             progress(min(start + batch_size, total), total)
     slice_probs = torch.cat(probs).numpy()
-    volume_probs, eligible = aggregate_slices(slice_probs, slices.brain_area,
-                                              model.no_tumour_index)
+    volume_probs, eligible = aggregate_slices(slice_probs, slices.brain_area)
     heat, heat_class = None, None
     if heatmap:
         if class_index is None:

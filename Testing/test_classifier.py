@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from ClinicalFMambaLib import classifier_data
-from ClinicalFMambaLib.classify import (Cancelled, classify_images, classify_volume, gradcam,
-                                        load_classifier)
+from ClinicalFMambaLib.classify import (Cancelled, aggregate_slices, classify_images,
+                                        classify_volume, gradcam, load_classifier)
 from ClinicalFMambaLib.cli import main
 from ClinicalFMambaLib.weights import WeightsError, bundled, load_weights
 
@@ -29,7 +29,7 @@ needs_weights = pytest.mark.skipif(not WEIGHTS.exists(),
 # Testing JPEGs the bundled model classifies correctly: a sanity set over all classes.
 SANITY_SET = {
     "glioma": ["Te-glTr_0000.jpg", "Te-glTr_0001.jpg"],
-    "meningioma": ["Te-meTr_0001.jpg", "Te-meTr_0002.jpg"],
+    "meningioma": ["Te-meTr_0004.jpg", "Te-meTr_0005.jpg"],
     "notumor": ["Te-noTr_0001.jpg", "Te-noTr_0002.jpg"],
     "pituitary": ["Te-piTr_0000.jpg", "Te-piTr_0001.jpg"],
 }
@@ -111,6 +111,17 @@ def test_bad_input_is_refused(model):
         classify_volume(model, np.zeros((4, 32, 32)))
     with pytest.raises(ValueError, match="class_index"):
         gradcam(model, np.random.default_rng(0).random((32, 32)), class_index=9)
+
+
+def test_aggregation_weights_brain_area_and_ignores_edge_slices():
+    probs = np.array([[1.0, 0.0], [0.0, 1.0], [0.0, 1.0], [1.0, 0.0]])
+    volume, eligible = aggregate_slices(probs, np.array([10, 1000, 3000, 200]))
+    assert eligible.tolist() == [False, True, True, False]
+    np.testing.assert_allclose(volume, [0.0, 1.0])
+    volume, _ = aggregate_slices(np.array([[0.2, 0.8], [0.6, 0.4]]), np.array([1000, 3000]))
+    np.testing.assert_allclose(volume, [0.5, 0.5])
+    with pytest.raises(ValueError, match="no slice"):
+        aggregate_slices(probs, np.zeros(4))
 
 
 @needs_weights
