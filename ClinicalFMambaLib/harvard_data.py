@@ -67,7 +67,6 @@ class CropDataset(torch.utils.data.Dataset):
     """
 
     def __init__(self, pairs: list[HarvardPair], crop: int, seed: int):
-        self.pairs = pairs
         self.images = [np.stack(load_luma_pair(p)) for p in pairs]
         self.crop, self.seed, self.epoch = crop, seed, 0
 

@@ -2,7 +2,8 @@
 
 shared dilated-gated CNN encoder -> per-modality latent Mamba stage -> cross-modal fusion
 Mamba -> decoder (Mamba blocks, upsampling convs, cross-modal channel-attention skips) ->
-1-channel sigmoid output, predicted as a correction to max(A, B) in logit space. ``spatial_dims`` picks Conv2d/Conv3d and the scan orders.
+1-channel sigmoid output, predicted as a correction to max(A, B) in logit space.
+``spatial_dims`` picks Conv2d/Conv3d and the scan orders.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ class FusionConfig:
 
 
 # The shipped configurations. 3D keeps its full-resolution work to one strided stem
-# convolution (see docs/results.md for the per-block timings behind this choice).
+# convolution (`python scripts/profile_blocks.py --dim 3` times each stage).
 DEFAULT_CONFIGS = {
     2: FusionConfig(),
     3: FusionConfig(spatial_dims=3, widths=(16, 16, 32), stem_stride=2),
