@@ -8,7 +8,9 @@ from pathlib import Path
 import numpy as np
 import SimpleITK as sitk
 import torch
+from tqdm import tqdm
 
+from .fusion_targets import cached_volume_target
 from .preprocessing import normalize_intensity
 
 CONTRASTS = ("t1", "t1c", "t2", "flair")
@@ -43,12 +45,24 @@ def brain_box(volumes: dict[str, np.ndarray]) -> tuple[slice, ...]:
 
 
 class PatchDataset3D(torch.utils.data.Dataset):
-    """Random patches inside the brain from every contrast pair of every training case."""
+    """Random patches inside the brain from every contrast pair of every training case.
 
-    def __init__(self, cases: list[Path], patch: int, samples_per_epoch: int, seed: int):
+    Items are (2, 1, d, h, w) tensors (A, B), or (3, 1, d, h, w) with the pair's loss optimum
+    as a third channel when ``target_cache`` is given (fusion_targets.py; computed once per
+    case and pair, symmetric in A and B like the loss).
+    """
+
+    def __init__(self, cases: list[Path], patch: int, samples_per_epoch: int, seed: int,
+                 target_cache: Path | None = None):
         self.volumes = [load_case(c) for c in cases]
         self.boxes = [brain_box(v) for v in self.volumes]
         self.patch, self.samples, self.seed, self.epoch = patch, samples_per_epoch, seed, 0
+        self.targets = None
+        if target_cache is not None:
+            self.targets = [
+                {(x, y): cached_volume_target(v[x], v[y], box, target_cache / f"{c.name}_{x}+{y}.npy")
+                 for x, y in tqdm(CONTRAST_PAIRS, desc=f"loss optima {c.name}", unit="pair")}
+                for c, v, box in zip(cases, self.volumes, self.boxes)]
 
     def __len__(self) -> int:
         return self.samples
@@ -65,13 +79,16 @@ class PatchDataset3D(torch.utils.data.Dataset):
             high = max(min(box[axis].stop - size, extent - size), low)
             start = int(rng.integers(low, high + 1))
             region.append(slice(start, start + size))
-        pair = np.stack([volumes[first][tuple(region)], volumes[second][tuple(region)]])
+        channels = [volumes[first][tuple(region)], volumes[second][tuple(region)]]
+        if self.targets is not None:
+            channels.append(self.targets[case][first, second][tuple(region)].astype(np.float32))
+        pair = np.stack(channels)
         for axis in (1, 2, 3):
             if rng.random() < 0.5:
                 pair = np.flip(pair, axis)
         if rng.random() < 0.5:
-            pair = pair[::-1]
-        return torch.from_numpy(np.ascontiguousarray(pair)).unsqueeze(1)  # (2, 1, d, h, w)
+            pair = pair[[1, 0, *range(2, len(pair))]]
+        return torch.from_numpy(np.ascontiguousarray(pair)).unsqueeze(1)  # (2|3, 1, d, h, w)
 
 
 def validation_crops(case: Path, size: int) -> list[tuple[str, np.ndarray, np.ndarray]]:

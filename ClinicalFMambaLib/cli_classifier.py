@@ -92,51 +92,62 @@ def _probabilities(classes: list[str], probs: np.ndarray) -> dict[str, float]:
     return {name: round(float(p), 6) for name, p in zip(classes, probs)}
 
 
-def run_classify(args: argparse.Namespace) -> int:
+def classification_record(model, path: Path, heatmap_dir: Path | None = None,
+                          batch_size: int = 32, slices: bool = False) -> dict:
+    """Prediction and class probabilities of one image or volume file, as a JSON-ready dict;
+    with ``heatmap_dir``, its Grad-CAM heatmap is written there (PNG or NIfTI) and named."""
     from . import classify as api
     from .classifier_data import is_volume_file, read_image, read_volume
+
+    if is_volume_file(path):
+        volume, direction = read_volume(path)
+        result = api.classify_volume(model, volume, batch_size=batch_size, direction=direction)
+        record = {"input": str(path), "kind": "volume",
+                  "prediction": result.prediction,
+                  "probabilities": _probabilities(model.classes, result.probabilities),
+                  "heatmap_class": result.heatmap_class,
+                  "slices": int(len(result.slice_probabilities)),
+                  "eligible_slices": int(result.eligible.sum())}
+        if slices:
+            record["slice_probabilities"] = [
+                _probabilities(model.classes, p) for p in result.slice_probabilities]
+        if heatmap_dir:
+            record["heatmap"] = str(api.save_heatmap_volume(
+                result.heatmap, path, heatmap_dir / sibling_name(path, "_heatmap.nii.gz")))
+        return record
+    image = read_image(path)
+    probs = api.classify_images(model, [image])[0]
+    record = {"input": str(path), "kind": "image",
+              "prediction": model.classes[int(probs.argmax())],
+              "probabilities": _probabilities(model.classes, probs)}
+    if heatmap_dir:
+        target = heatmap_dir / sibling_name(path, "_heatmap.png")
+        api.save_heatmap_png(image, api.gradcam(model, image), target)
+        record["heatmap"] = str(target)
+    return record
+
+
+def verdict_line(record: dict) -> str:
+    shown = "  ".join(f"{k} {v:.3f}" for k, v in record["probabilities"].items())
+    return f"{record['input']}: {record['prediction']}  ({shown})"
+
+
+def run_classify(args: argparse.Namespace) -> int:
+    from . import classify as api
 
     files = _expand_inputs(args.inputs)
     model = api.load_classifier(args.model)
     if args.heatmap_dir:
         args.heatmap_dir.mkdir(parents=True, exist_ok=True)
     for path in files:
-        if is_volume_file(path):
-            volume, direction = read_volume(path)
-            result = api.classify_volume(model, volume, batch_size=args.batch_size,
-                                         direction=direction)
-            record = {"input": str(path), "kind": "volume",
-                      "prediction": result.prediction,
-                      "probabilities": _probabilities(model.classes, result.probabilities),
-                      "heatmap_class": result.heatmap_class,
-                      "slices": int(len(result.slice_probabilities)),
-                      "eligible_slices": int(result.eligible.sum())}
-            if args.slices:
-                record["slice_probabilities"] = [
-                    _probabilities(model.classes, p) for p in result.slice_probabilities]
-            if args.heatmap_dir:
-                record["heatmap"] = str(api.save_heatmap_volume(
-                    result.heatmap, path, args.heatmap_dir / _stem(path, "_heatmap.nii.gz")))
-        else:
-            image = read_image(path)
-            probs = api.classify_images(model, [image])[0]
-            record = {"input": str(path), "kind": "image",
-                      "prediction": model.classes[int(probs.argmax())],
-                      "probabilities": _probabilities(model.classes, probs)}
-            if args.heatmap_dir:
-                heatmap = api.gradcam(model, image)
-                target = args.heatmap_dir / _stem(path, "_heatmap.png")
-                api.save_heatmap_png(image, heatmap, target)
-                record["heatmap"] = str(target)
-        if args.json:
-            print(json.dumps(record), flush=True)
-        else:
-            shown = "  ".join(f"{k} {v:.3f}" for k, v in record["probabilities"].items())
-            print(f"{path}: {record['prediction']}  ({shown})", flush=True)
+        record = classification_record(model, path, args.heatmap_dir, args.batch_size,
+                                       args.slices)
+        print(json.dumps(record) if args.json else verdict_line(record), flush=True)
     return 0
 
 
-def _stem(path: Path, suffix: str) -> str:
+def sibling_name(path: Path, suffix: str) -> str:
+    """File name of ``path`` with its extension (.nii.gz counts as one) replaced by ``suffix``."""
     name = path.name
     for ending in (".nii.gz", *(path.suffixes[-1:] or [""])):
         if name.lower().endswith(ending.lower()):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import shlex
@@ -29,7 +30,7 @@ def _report_unmatched(batch) -> None:
                   file=sys.stderr)
 
 
-def _fuse_volumes(args: argparse.Namespace) -> int:
+def _fuse_volumes(args: argparse.Namespace) -> Path:
     from .volume_files import fuse_volume_files, progress_bar
 
     update, close = progress_bar("fuse")
@@ -38,24 +39,61 @@ def _fuse_volumes(args: argparse.Namespace) -> int:
     finally:
         close()
     print(f"wrote {written}")
-    return 0
+    return written
 
 
 def _fuse(args: argparse.Namespace) -> int:
     from .fuse_files import check_outputs, fuse_batch, match_inputs
     from .volume_files import is_volume
 
+    if (args.report or args.classifier) and not args.classify:
+        raise ValueError("--report and --classifier apply to --classify only")
+    # The classifier is loaded first so that bad weights stop the run before any fusion.
+    classifier = _load_classifier(args.classifier) if args.classify else None
     if is_volume(args.a) or is_volume(args.b):
-        return _fuse_volumes(args)
-    if args.model == "3d":
-        raise ValueError("--model 3d fuses volumes; these inputs are 2D images")
-    batch = match_inputs(args.a, args.b, args.output)
-    check_outputs(batch)
-    _report_unmatched(batch)
-    written = fuse_batch(batch, _model_loader(args))
-    where = written[0] if args.a.is_file() else f"{len(written)} fused images to {args.output}"
-    print(f"wrote {where}")
+        jobs = [(args.a, args.b, _fuse_volumes(args))]
+    else:
+        if args.model == "3d":
+            raise ValueError("--model 3d fuses volumes; these inputs are 2D images")
+        batch = match_inputs(args.a, args.b, args.output)
+        check_outputs(batch)
+        _report_unmatched(batch)
+        written = fuse_batch(batch, _model_loader(args))
+        where = written[0] if args.a.is_file() else f"{len(written)} fused images to {args.output}"
+        print(f"wrote {where}")
+        jobs = [(a, b, out) for (a, b, _), out in zip(batch.jobs, written)]
+    if classifier is not None:
+        print(f"wrote {_classification_report(args, classifier, jobs)}")
     return 0
+
+
+def _load_classifier(path: Path | None):
+    from .classify import load_classifier
+
+    return load_classifier(path)
+
+
+def _classification_report(args: argparse.Namespace, classifier,
+                           jobs: list[tuple[Path, Path, Path]]) -> Path:
+    """Classify every fused output, write its heatmap beside it, and write the JSON report
+    (default: OUT's name + _report.json, or report.json inside an output folder)."""
+    from .cli_classifier import classification_record, sibling_name, verdict_line
+    from .image_io import write_atomically
+
+    results = []
+    for path_a, path_b, fused in jobs:
+        record = classification_record(classifier, fused, heatmap_dir=fused.parent)
+        print(verdict_line(record))
+        record = {"a": str(path_a), "b": str(path_b), "fused": record.pop("input"), **record}
+        results.append(record)
+    report = args.report or (args.output / "report.json" if args.output.is_dir()
+                             else args.output.with_name(sibling_name(args.output, "_report.json")))
+    content = {"command": shlex.join(["clinicalfmamba", *getattr(args, "argv", [])]),
+               "fusion_weights": str(args.weights or "bundled"),
+               "classifier_weights": str(args.classifier or "bundled"),
+               "classes": classifier.classes, "results": results}
+    write_atomically(report, lambda target: target.write_text(json.dumps(content, indent=1)))
+    return report
 
 
 def _json_value(value: float) -> float | None:
@@ -90,12 +128,19 @@ def _evaluate(args: argparse.Namespace) -> int:
 def _demo(args: argparse.Namespace) -> int:
     from .fuse_files import run_demo
     from .metrics import METRIC_NAMES
+    from .volume_files import run_volume_demo
+    from .volume_fusion import load_volume_model
 
     results = run_demo(_model_loader(args)(), args.output)
     for name, methods in results.items():
         ten = {method: {k: metrics[k] for k in METRIC_NAMES} for method, metrics in methods.items()}
         print(f"\n{name} (8-bit protocol, higher is better)\n{_table(ten, 'method')}")
-    print(f"\nwrote fused images and side-by-side views to {args.output}")
+    model = load_volume_model("auto", args.device)
+    volume = run_volume_demo(model, args.output)
+    print(f"\nvolume T2 + FLAIR, {model.cfg.spatial_dims}D model (whole volume, higher is "
+          f"better)\n{_table(volume, 'method')}")
+    print(f"\nwrote fused images, side-by-side views, the fused volume and its axial/coronal/"
+          f"sagittal views to {args.output}")
     return 0
 
 
@@ -113,6 +158,8 @@ def _train_fusion(args: argparse.Namespace) -> int:
 
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.axial_only_scan and args.dim != 3:
+        raise SystemExit("--axial-only-scan applies to --dim 3 only")
     defaults = TRAIN_DEFAULTS[args.dim]
     settings = TrainSettings(
         data_root=Path(args.data or defaults["data"]),
@@ -120,9 +167,12 @@ def _train_fusion(args: argparse.Namespace) -> int:
         workdir=Path(args.workdir or f"runs/fusion{args.dim}d"),
         epochs=args.epochs, crop=args.crop or defaults["crop"],
         batch_size=args.batch_size or defaults["batch_size"], lr=args.lr, seed=args.seed,
-        target_weight=args.target_weight if args.dim == 2 else 0.0,
+        target_weight=args.target_weight, target_cache=args.target_cache,
         command="clinicalfmamba " + shlex.join(args.argv))
-    train(settings, DEFAULT_CONFIGS[args.dim])
+    config = DEFAULT_CONFIGS[args.dim]
+    if args.axial_only_scan:
+        config = dataclasses.replace(config, axial_only_scan=True)
+    train(settings, config)
     return 0
 
 
@@ -145,6 +195,14 @@ def register(commands) -> None:
     fuse.add_argument("--model", choices=("auto", "2d", "3d"), default="auto",
                       help="for volumes: 3d (tri-plane network), 2d (2D network slice by "
                            "slice, faster) or auto (3d where bundled); 2D images always use 2d")
+    fuse.add_argument("--classify", action="store_true",
+                      help="also classify each fused result (tumour class probabilities), "
+                           "write its heatmap beside it and a JSON report")
+    fuse.add_argument("--classifier", type=Path, default=None,
+                      help="classifier weights for --classify (default: the bundled one)")
+    fuse.add_argument("--report", type=Path, default=None,
+                      help="JSON report of --classify (default: OUT's name + _report.json, "
+                           "or OUT/report.json for a folder)")
     fuse.set_defaults(func=_fuse)
 
     evaluate = commands.add_parser(
@@ -182,7 +240,12 @@ def register(commands) -> None:
     p.add_argument("--lr", type=float, default=5e-4)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--target-weight", type=float, default=10.0,
-                   help="2D: weight of the L1 pull towards each pair's loss optimum "
+                   help="weight of the L1 pull towards each pair's loss optimum "
                         "(ClinicalFMambaLib/fusion_targets.py; 0 trains on the loss alone)")
+    p.add_argument("--target-cache", type=Path, default=None,
+                   help="folder of the cached loss optima (default: WORKDIR/targets); runs on "
+                        "the same data can share it")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch default)")
+    p.add_argument("--axial-only-scan", action="store_true",
+                   help="3D ablation: scan the axial raster only instead of all three planes")
     p.set_defaults(func=_train_fusion)

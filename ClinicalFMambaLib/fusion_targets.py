@@ -15,21 +15,36 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from .losses import fusion_loss
+from .losses import FusionLoss
 
 
 def optimise_pair(a: np.ndarray, b: np.ndarray, steps: int = 40, lr: float = 0.12) -> np.ndarray:
-    """Minimise ``fusion_loss`` over the pixels of F for one pair (float [0, 1] arrays)."""
+    """Minimise the fusion loss over the pixels of F for one pair (float [0, 1] arrays)."""
     ta, tb = (torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))[None, None]
               for x in (a, b))
     logits = torch.logit(torch.maximum(ta, tb).clamp(1e-3, 1 - 1e-3)).requires_grad_()
     optimiser = torch.optim.Adam([logits], lr=lr)
+    loss_of = FusionLoss(ta, tb)
     for _ in range(steps):
-        loss, _ = fusion_loss(torch.sigmoid(logits), ta, tb)
+        loss, _ = loss_of(torch.sigmoid(logits))
         optimiser.zero_grad()
         loss.backward()
         optimiser.step()
     return torch.sigmoid(logits)[0, 0].detach().numpy()
+
+
+def cached_volume_target(a: np.ndarray, b: np.ndarray, box: tuple[slice, ...], path: Path,
+                         steps: int = 40) -> np.ndarray:
+    """The loss optimum of a volume pair inside ``box`` (0 outside, where both inputs are
+    background), computed once and kept at ``path`` (.npy, float16: targets need no more)."""
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        target = np.zeros(a.shape, np.float16)
+        target[box] = optimise_pair(a[box], b[box], steps=steps)
+        partial = path.with_suffix(".part.npy")
+        np.save(partial, target)
+        partial.replace(path)
+    return np.load(path)
 
 
 def cached_targets(pairs: list, images: list[np.ndarray], cache: Path) -> list[np.ndarray]:

@@ -19,6 +19,7 @@ AXIS_ORDERS = {
     2: ((0, 1), (1, 0)),                      # row-major, column-major
     3: ((0, 1, 2), (1, 2, 0), (2, 1, 0)),     # axial raster; slice index fastest (x2)
 }
+AXIAL_ONLY = ((0, 1, 2),)  # 3D ablation: the axial raster alone, forward and backward
 
 
 def flatten_in_orders(x: torch.Tensor, axis_orders) -> torch.Tensor:
@@ -51,11 +52,11 @@ class DirectionalSSM(nn.Module):
     """
 
     def __init__(self, d_model: int, spatial_dims: int, d_state: int = 8, expand: int = 2,
-                 dt_rank: int | None = None):
+                 dt_rank: int | None = None, axis_orders: tuple | None = None):
         super().__init__()
         d_inner = expand * d_model
-        self.spatial_dims = spatial_dims
-        self.n_dirs = 2 * len(AXIS_ORDERS[spatial_dims])
+        self.axis_orders = axis_orders or AXIS_ORDERS[spatial_dims]
+        self.n_dirs = 2 * len(self.axis_orders)
         self.d_inner, self.d_state = d_inner, d_state
         self.dt_rank = dt_rank or math.ceil(d_model / 16)
         conv = nn.Conv2d if spatial_dims == 2 else nn.Conv3d
@@ -82,7 +83,7 @@ class DirectionalSSM(nn.Module):
         u, z = self._branch(x)
         c = u if cond is None else self._branch(cond)[0]
         batch, grid = u.shape[0], u.shape[2:]
-        orders, length = AXIS_ORDERS[self.spatial_dims], math.prod(grid)
+        orders, length = self.axis_orders, math.prod(grid)
         u_seq = flatten_in_orders(u, orders)                             # (B, K, Ci, L)
         c_seq = u_seq if cond is None else flatten_in_orders(c, orders)
         params = torch.einsum("bkcl,krc->bkrl", c_seq, self.x_proj)
@@ -113,10 +114,12 @@ class ChannelLayerNorm(nn.Module):
 class MambaBlock(nn.Module):
     """Pre-norm residual block: x + SSM(LN(x))."""
 
-    def __init__(self, channels: int, spatial_dims: int, d_state: int = 8, expand: int = 2):
+    def __init__(self, channels: int, spatial_dims: int, d_state: int = 8, expand: int = 2,
+                 axis_orders: tuple | None = None):
         super().__init__()
         self.norm = ChannelLayerNorm(channels)
-        self.mixer = DirectionalSSM(channels, spatial_dims, d_state, expand)
+        self.mixer = DirectionalSSM(channels, spatial_dims, d_state, expand,
+                                    axis_orders=axis_orders)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x + self.mixer(self.norm(x))
@@ -125,11 +128,13 @@ class MambaBlock(nn.Module):
 class CrossModalFusionMamba(nn.Module):
     """Fuses two latent grids: each modality scanned with the other's (delta, B, C), averaged."""
 
-    def __init__(self, channels: int, spatial_dims: int, d_state: int = 8, expand: int = 2):
+    def __init__(self, channels: int, spatial_dims: int, d_state: int = 8, expand: int = 2,
+                 axis_orders: tuple | None = None):
         super().__init__()
         self.norm_a = ChannelLayerNorm(channels)
         self.norm_b = ChannelLayerNorm(channels)
-        self.mixer = DirectionalSSM(channels, spatial_dims, d_state, expand)
+        self.mixer = DirectionalSSM(channels, spatial_dims, d_state, expand,
+                                    axis_orders=axis_orders)
         conv = nn.Conv2d if spatial_dims == 2 else nn.Conv3d
         self.proj = conv(channels, channels, 1)
 

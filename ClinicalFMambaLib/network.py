@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .mamba_blocks import CrossModalFusionMamba, MambaBlock
+from .mamba_blocks import AXIAL_ONLY, CrossModalFusionMamba, MambaBlock
 
 
 @dataclass(frozen=True)
@@ -33,6 +33,8 @@ class FusionConfig:
     # the max-fusion prior, which keeps full-resolution detail: for volumes, full-resolution
     # 3x3x3 convolutions would otherwise dominate the cost.
     stem_stride: int = 1
+    # 3D only, for the ablation: scan the axial raster alone instead of all three planes.
+    axial_only_scan: bool = False
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -135,12 +137,16 @@ class FusionNet(nn.Module):
         self.cfg = cfg
         dims, (c1, c2, c3) = cfg.spatial_dims, cfg.widths
         self.encoder = Encoder(cfg)
+        if cfg.axial_only_scan and dims != 3:
+            raise ValueError("axial_only_scan applies to 3D networks only")
+        orders = AXIAL_ONLY if cfg.axial_only_scan else None
 
         def stage(n):
-            return nn.Sequential(*[MambaBlock(c3, dims, cfg.d_state, cfg.expand) for _ in range(n)])
+            return nn.Sequential(*[MambaBlock(c3, dims, cfg.d_state, cfg.expand, orders)
+                                   for _ in range(n)])
 
         self.latent_a, self.latent_b = stage(cfg.latent_blocks), stage(cfg.latent_blocks)
-        self.fusion = CrossModalFusionMamba(c3, dims, cfg.d_state, cfg.expand)
+        self.fusion = CrossModalFusionMamba(c3, dims, cfg.d_state, cfg.expand, orders)
         self.decoder_mamba = stage(cfg.decoder_blocks)
         self.up2 = UpBlock(dims, c3, c2)
         self.up1 = UpBlock(dims, c2, c1)

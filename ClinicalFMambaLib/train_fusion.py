@@ -42,7 +42,8 @@ class TrainSettings:
     val_stride: int = 5     # 2D: validate on every n-th held-back slice (all cases stay in)
     samples_per_epoch: int = 160  # 3D: random patches per epoch
     val_crop: int = 96      # 3D: centre crop of the held-back case for per-epoch validation
-    target_weight: float = 10.0  # 2D: L1 pull towards each pair's loss optimum (0: off)
+    target_weight: float = 10.0  # L1 pull towards each pair's loss optimum (0: off)
+    target_cache: Path | None = None  # default: workdir/targets (shareable between runs)
     command: str = ""
 
 
@@ -55,15 +56,21 @@ def _data(settings: TrainSettings, dims: int):
         val = [(p.pair_type, *load_luma_pair(p)) for p in val_pairs]
         dataset = CropDataset(train_pairs, settings.crop, settings.seed)
         if settings.target_weight:
-            targets = cached_targets(train_pairs, dataset.images, settings.workdir / "targets")
+            targets = cached_targets(train_pairs, dataset.images, _target_cache(settings))
             dataset.images = [np.concatenate([image, t[None]])
                               for image, t in zip(dataset.images, targets)]
         return (dataset, val,
                 f"harvard_data.VALIDATION_CASES, every {settings.val_stride}th slice")
     train_cases, val_cases = split_cases(find_cases(settings.data_root))
     val = [("brain3d", a, b) for _, a, b in validation_crops(val_cases[0], settings.val_crop)]
-    return (PatchDataset3D(train_cases, settings.crop, settings.samples_per_epoch, settings.seed),
+    cache = _target_cache(settings) if settings.target_weight else None
+    return (PatchDataset3D(train_cases, settings.crop, settings.samples_per_epoch, settings.seed,
+                           cache),
             val, f"{val_cases[0].name}, all contrast pairs, centre {settings.val_crop}^3 crop")
+
+
+def _target_cache(settings: TrainSettings) -> Path:
+    return settings.target_cache or settings.workdir / "targets"
 
 
 def validate(model: FusionNet, pairs: list[tuple[str, np.ndarray, np.ndarray]]) -> dict:

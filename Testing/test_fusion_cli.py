@@ -227,6 +227,42 @@ def test_model_3d_needs_volumes_and_3d_weights(tmp_path, capsys):
     assert not (tmp_path / "fused.nii.gz").exists()
 
 
+SAMPLE_VOLUMES = Path(__file__).resolve().parents[1] / "Resources" / "sample" / "volume"
+
+
+@needs_weights
+def test_fuse_classify_writes_report_and_heatmaps(tmp_path, capsys):
+    """Image and volume: one JSON report per run, probabilities over the classifier's classes,
+    a heatmap beside each fused result (on the fused volume's grid)."""
+    sample = Path(__file__).resolve().parents[1] / "Resources" / "sample"
+    assert fuse_cli(sample / "mri_ct_MRI.png", sample / "mri_ct_CT.png", tmp_path / "f.png",
+                    "--classify") == 0
+    report = json.loads((tmp_path / "f_report.json").read_text())
+    (record,) = report["results"]
+    assert record["kind"] == "image" and record["prediction"] in report["classes"]
+    assert sum(record["probabilities"].values()) == pytest.approx(1, abs=1e-4)
+    assert Path(record["heatmap"]).is_file() and record["fused"] == str(tmp_path / "f.png")
+
+    t2, flair = SAMPLE_VOLUMES / "TCGA-DU-7294_t2.nii.gz", SAMPLE_VOLUMES / "TCGA-DU-7294_flair.nii.gz"
+    out, report_path = tmp_path / "fused.nii.gz", tmp_path / "reports" / "case.json"
+    assert fuse_cli(t2, flair, out, "--model", "2d", "--classify",
+                    "--report", str(report_path)) == 0
+    (record,) = json.loads(report_path.read_text())["results"]
+    assert record["kind"] == "volume" and record["a"] == str(t2)
+    assert record["slices"] == sitk.ReadImage(str(out)).GetSize()[2]
+    heatmap = sitk.ReadImage(record["heatmap"])
+    assert heatmap.GetSize() == sitk.ReadImage(str(out)).GetSize()
+    assert f"{out}: {record['prediction']}" in capsys.readouterr().out
+
+
+def test_report_without_classify_is_refused(tmp_path, capsys):
+    picture = tmp_path / "a.png"
+    Image.fromarray(np.zeros((32, 32), np.uint8)).save(picture)
+    assert fuse_cli(picture, picture, tmp_path / "f.png", "--report", str(tmp_path / "r.json")) == 2
+    assert "--classify" in capsys.readouterr().err
+    assert not (tmp_path / "f.png").exists()
+
+
 @needs_data
 @pytest.mark.parametrize("missing", ["input", "weights"])
 def test_missing_file_exits_2_naming_it(tmp_path, capsys, missing):
@@ -256,8 +292,15 @@ def test_demo_writes_fused_images_and_views(tmp_path, capsys):
     assert main(["demo", "-o", str(tmp_path), "--device", "cpu"]) == 0
     assert sorted(p.name for p in tmp_path.iterdir()) == [
         "mri_ct_fused.png", "mri_ct_side_by_side.png",
-        "mri_spect_fused.png", "mri_spect_side_by_side.png"]
+        "mri_spect_fused.png", "mri_spect_side_by_side.png", "volume_fused.nii.gz",
+        "volume_views.png"]
+    fused, t2 = (sitk.ReadImage(str(p)) for p in (tmp_path / "volume_fused.nii.gz",
+                                                  SAMPLE_VOLUMES / "TCGA-DU-7294_t2.nii.gz"))
+    assert fused.GetSize() == t2.GetSize() and fused.GetOrigin() == t2.GetOrigin()
+    with Image.open(tmp_path / "volume_views.png") as views:
+        assert views.size[0] == 3 * 192 and views.size[1] > 3 * 192  # 3 planes x 3 volumes
     with Image.open(tmp_path / "mri_spect_side_by_side.png") as strip:
         assert strip.size == (3 * 256, 256)
     printed = capsys.readouterr().out
     assert all(method in printed for method in ("ClinicalFMamba", "mean", "max", "laplacian"))
+    assert "MS-SSIM" in printed

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from scipy import ndimage
 
 from ClinicalFMambaLib import baselines as B
 from ClinicalFMambaLib import metrics as M
@@ -277,3 +278,37 @@ def test_metrics_on_a_real_harvard_ct_mri_pair():
         assert results["max"][key] > results["mean"][key], key
     paper = M.paper_metrics(ct, mri, B.max_fusion(ct, mri))
     assert 0.0 < paper["SSIM"] < 1.0 and math.isfinite(paper["PSNR"])
+
+
+def test_ms_ssim_known_values_and_order():
+    rng = np.random.default_rng(3)
+    x = ndimage.gaussian_filter(rng.random((96, 96)), 2)
+    assert M.ms_ssim(x, x) == pytest.approx(1.0)
+    noisy = [np.clip(x + s * rng.standard_normal(x.shape), 0, 1) for s in (0.01, 0.05, 0.2)]
+    scores = [M.ms_ssim(x, n) for n in noisy]
+    assert scores[0] > scores[1] > scores[2] > 0
+    assert M.ms_ssim(noisy[1], x) == pytest.approx(scores[1])  # symmetric
+    # One scale only (side 40): the plain SSIM with the same window.
+    small, small_noisy = x[:40, :40], noisy[1][:40, :40]
+    ssim_value, _ = M._ssim_and_cs(small, small_noisy, 1.0)
+    assert M.ms_ssim(small, small_noisy) == pytest.approx(ssim_value)
+    with pytest.raises(ValueError, match="smaller than the SSIM window"):
+        M.ms_ssim(x[:8, :8], x[:8, :8])
+
+
+def test_volume_metrics_on_a_real_volume_crop():
+    case = DATA / "brain3d" / "TCGA-DU-7294"
+    if not case.is_dir():
+        pytest.skip(f"real data not found: {case}")
+    from ClinicalFMambaLib.brain3d_data import load_case
+
+    volumes = load_case(case)
+    crop = (slice(50, 98), slice(80, 144), slice(80, 144))
+    t2, flair = volumes["t2"][crop], volumes["flair"][crop]
+    same = M.volume_metrics(t2, t2, t2)
+    assert same["SSIM"] == pytest.approx(1) and same["MS-SSIM"] == pytest.approx(1)
+    assert same["PSNR"] == math.inf and 0 < same["EN"] <= 8
+    mean, maximum = M.volume_metrics(t2, flair, (t2 + flair) / 2), M.volume_metrics(
+        t2, flair, np.maximum(t2, flair))
+    assert mean["PSNR"] > maximum["PSNR"]  # the mean is the volume closest to both sources
+    assert 0 < maximum["MS-SSIM"] < 1

@@ -32,7 +32,6 @@ from vtk.util.numpy_support import vtk_to_numpy  # noqa: E402
 from ClinicalFMambaLib.classifier_model import DEFAULT_ARCH, build_model  # noqa: E402
 from ClinicalFMambaLib.classifier_train import model_config  # noqa: E402
 from ClinicalFMambaLib.classify import BUNDLED_NAME, Cancelled  # noqa: E402
-from ClinicalFMambaLib.fusion import BUNDLED_MODELS  # noqa: E402
 from ClinicalFMambaLib.volume_fusion import MODEL_KINDS  # noqa: E402
 from ClinicalFMambaLib.weights import bundled, save_weights  # noqa: E402
 
@@ -192,13 +191,17 @@ def test_progress_reaches_one(run):
     assert reports == sorted(reports) and reports[-1] == 1.0
 
 
-def test_cancel_leaves_no_new_node(scene, sample, logic):
+@pytest.mark.parametrize("model,reports_before_cancel", [
+    ("2d", 2),  # the start, then the first batch of slices
+    ("3d", 1),  # the start (the sample is one 3D patch)
+])
+def test_cancel_leaves_no_new_node(scene, sample, logic, model, reports_before_cancel):
     nodes = slicer.mrmlScene.GetNumberOfNodes()
     reports: list[float] = []
     with pytest.raises(Cancelled):
-        logic.fuse(*sample, device="cpu", classify=False, progress=reports.append,
-                   cancel=lambda: len(reports) > 1)
-    assert len(reports) == 2  # the start, then the first batch of slices
+        logic.fuse(*sample, model=model, device="cpu", classify=False,
+                   progress=reports.append, cancel=lambda: len(reports) >= reports_before_cancel)
+    assert len(reports) == reports_before_cancel
     assert slicer.mrmlScene.GetNumberOfNodes() == nodes
 
 
@@ -224,9 +227,6 @@ def test_bad_inputs_are_named(scene, sample, logic):
     with pytest.raises(ValueError, match="label"):
         logic.prepare(label, volume_b)
     slicer.mrmlScene.RemoveNode(label)
-    if not bundled(BUNDLED_MODELS[3]).exists():
-        with pytest.raises(FileNotFoundError, match="3D fusion model is not bundled"):
-            logic.fuse(volume_a, volume_b, model="3d", device="cpu")
 
 
 def test_b_on_another_grid_is_resampled_onto_a(scene, sample, logic):

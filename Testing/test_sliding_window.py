@@ -74,3 +74,38 @@ def test_brain3d_patches_and_case_split():
     assert sample.shape == (2, 1, 32, 32, 32)
     assert 0 <= sample.min() and sample.max() <= 1 and sample.mean() > 0.05  # inside the brain
     assert torch.equal(sample, dataset[0])  # seeded
+
+
+@pytest.mark.skipif(not (DATA / "brain3d").exists(), reason="../shared/data/brain3d not present")
+def test_volume_loss_optimum_is_cached_and_travels_with_its_patch(tmp_path):
+    from ClinicalFMambaLib.brain3d_data import (CONTRAST_PAIRS, PatchDataset3D, brain_box,
+                                                find_cases, load_case)
+    from ClinicalFMambaLib.fusion_targets import cached_volume_target
+    from ClinicalFMambaLib.losses import fusion_loss
+
+    case = find_cases(DATA / "brain3d")[0]
+    volumes = load_case(case)
+    # A small box keeps the optimisation quick; outside it the target is 0.
+    a, b = volumes["t2"][60:84, 90:122, 90:122], volumes["flair"][60:84, 90:122, 90:122]
+    box = (slice(2, 22), slice(4, 28), slice(4, 28))
+    path = tmp_path / "cache" / "t2+flair.npy"
+    target = cached_volume_target(a, b, box, path, steps=5)
+    assert path.exists() and target.dtype == np.float16 and not target[0].any()
+    t = lambda x: torch.from_numpy(np.ascontiguousarray(x[box], dtype=np.float32))[None, None]
+    assert fusion_loss(t(target), t(a), t(b))[0] < fusion_loss(t(np.maximum(a, b)), t(a), t(b))[0]
+    assert np.array_equal(cached_volume_target(a, b, box, path), target)  # read back, not redone
+
+    # With a target cache, patches carry the target as a third channel that follows the
+    # crop and flips but not the A/B swap. (Cache files written here hold a known "target",
+    # the pair's first contrast, so it must equal A, or B where the pair was swapped.)
+    cache = tmp_path / "volumes"
+    cache.mkdir()
+    for x, y in CONTRAST_PAIRS:
+        np.save(cache / f"{case.name}_{x}+{y}.npy", volumes[x].astype(np.float16))
+    dataset = PatchDataset3D([case], patch=32, samples_per_epoch=8, seed=0, target_cache=cache)
+    assert brain_box(volumes) == dataset.boxes[0]
+    matches = []
+    for sample in (dataset[i] for i in range(8)):
+        assert sample.shape == (3, 1, 32, 32, 32)
+        matches.append([torch.allclose(sample[2], sample[k], atol=2e-3) for k in (0, 1)])
+    assert all(sum(m) == 1 for m in matches) and {m.index(True) for m in matches} == {0, 1}
