@@ -60,7 +60,8 @@ class PatchDataset3D(torch.utils.data.Dataset):
         self.targets = None
         if target_cache is not None:
             self.targets = [
-                {(x, y): cached_volume_target(v[x], v[y], box, target_cache / f"{c.name}_{x}+{y}.npy")
+                {(x, y): cached_volume_target(v[x], v[y], box,
+                                              target_cache / f"{c.name}_{x}+{y}.npy")
                  for x, y in tqdm(CONTRAST_PAIRS, desc=f"loss optima {c.name}", unit="pair")}
                 for c, v, box in zip(cases, self.volumes, self.boxes)]
 

@@ -194,7 +194,8 @@ def register(commands) -> None:
     _add_model_options(fuse)
     fuse.add_argument("--model", choices=("auto", "2d", "3d"), default="auto",
                       help="for volumes: 3d (tri-plane network), 2d (2D network slice by "
-                           "slice, faster) or auto (3d where bundled); 2D images always use 2d")
+                           "slice: for thick slices, slower on a CPU) or auto (3d where "
+                           "bundled); 2D images always use 2d")
     fuse.add_argument("--classify", action="store_true",
                       help="also classify each fused result (tumour class probabilities), "
                            "write its heatmap beside it and a JSON report")

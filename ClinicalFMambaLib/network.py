@@ -155,6 +155,14 @@ class FusionNet(nn.Module):
         # whole image. (A zero-initialised head barely moves: every layer before it starts
         # without gradient.)
         self.head = _conv(dims)(c1, 1, 3, padding=1)
+        # With a strided stem the correction above is made at half resolution and is smooth;
+        # a light full-resolution stage sees it with both inputs, so voxel-scale edges (what
+        # the gradient term of the loss asks for) can be corrected too.
+        self.refine = None
+        if cfg.stem_stride > 1:
+            conv = _conv(dims)
+            self.refine = nn.Sequential(conv(3, 8, 3, padding=1), nn.LeakyReLU(0.1),
+                                        conv(8, 1, 3, padding=1))
 
     @property
     def multiple(self) -> int:
@@ -178,9 +186,10 @@ class FusionNet(nn.Module):
         fused = self.fusion(self.latent_a(a3), self.latent_b(b3))
         x = self.up2(self.decoder_mamba(fused), a2, b2)
         correction = self.head(self.up1(x, a1, b1))
-        if self.cfg.stem_stride > 1:
+        if self.refine is not None:
             correction = F.interpolate(correction, size=a.shape[2:], mode=self.up1.mode,
                                        align_corners=False)
+            correction = correction + self.refine(torch.cat([correction, a, b], dim=1))
         prior = torch.logit(torch.maximum(a, b).clamp(1e-3, 1 - 1e-3))
         out = torch.sigmoid(correction + prior)
         return out[(..., *[slice(0, s) for s in grid])]

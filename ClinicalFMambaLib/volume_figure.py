@@ -52,7 +52,8 @@ def orthogonal_views(volumes: dict[str, np.ndarray], spacing: tuple[float, float
             height, width = view.shape[0] * row_mm, view.shape[1] * col_mm
             scale = cell / max(height, width)
             size = (max(1, round(width * scale)), max(1, round(height * scale)))
-            image = Image.fromarray((view * 255 + 0.5).astype(np.uint8)).resize(size, Image.BILINEAR)
+            grey = Image.fromarray((view * 255 + 0.5).astype(np.uint8))
+            image = grey.resize(size, Image.BILINEAR)
             left = column * cell + (cell - size[0]) // 2
             top = header + row * cell + (cell - size[1]) // 2
             grid.paste(image.convert("RGB"), (left, top))

@@ -101,7 +101,8 @@ def run_volume_demo(model: FusionNet, out_dir: Path) -> dict[str, dict[str, floa
     a, b = normalize_intensity(raw_a), normalize_intensity(raw_b)
     views = orthogonal_views({"T2": a, "FLAIR": b, f"fused ({model.cfg.spatial_dims}D)": fused},
                              images["T2"].GetSpacing())
-    write_atomically(out_dir / "volume_views.png", lambda target: Image.fromarray(views).save(target))
+    write_atomically(out_dir / "volume_views.png",
+                     lambda target: Image.fromarray(views).save(target))
     results = {MODEL_NAME: fused} | {name: fuse(a, b) for name, fuse in BASELINES.items()}
     return {method: volume_metrics(a, b, f) for method, f in results.items()}
 

@@ -71,7 +71,8 @@ def volume_luma(volume: np.ndarray, name: str = "volume") -> tuple[np.ndarray, n
 
 def load_volume_model(kind: str = "auto", device: str = "auto") -> FusionNet:
     """The bundled fusion network for volumes: '3d' the tri-plane 3D model, '2d' the 2D
-    model applied slice by slice (faster), 'auto' the 3D model where it is bundled."""
+    model applied slice by slice (for thick-slice volumes; slower on a CPU: it runs at full
+    resolution), 'auto' the 3D model where it is bundled."""
     if kind not in MODEL_KINDS:
         raise ValueError(f"model must be one of {', '.join(MODEL_KINDS)}, not {kind!r}")
     path = bundled(BUNDLED_MODELS[3])

@@ -33,11 +33,12 @@ def test_gaussian_weight_peaks_in_the_centre():
 
 
 def test_blending_has_no_seams():
-    # With its head zeroed the network is exactly max fusion, patch by patch: any seam or
-    # blending error would show as a difference from the whole-volume maximum.
+    # With its head and refinement output zeroed the network is exactly max fusion, patch by
+    # patch: any seam or blending error would show as a difference from the volume maximum.
     model = FusionNet(TINY3D).eval()
-    torch.nn.init.zeros_(model.head.weight)
-    torch.nn.init.zeros_(model.head.bias)
+    for layer in (model.head, model.refine[-1]):
+        torch.nn.init.zeros_(layer.weight)
+        torch.nn.init.zeros_(layer.bias)
     rng = np.random.default_rng(0)
     a, b = rng.random((20, 23, 17), np.float32), rng.random((20, 23, 17), np.float32)
     fused = sliding_window_fuse(model, a, b, patch=8, overlap=0.5)

@@ -1,5 +1,5 @@
-"""Volume fusion (slice by slice with the 2D model) and resampling, on small real crops of
-the brain3d case TCGA-DU-7294 (T2 and FLAIR, one grid)."""
+"""Volume fusion (slice by slice with the 2D model, and with the 3D model) and resampling, on
+small real crops of the brain3d case TCGA-DU-7294 (T2 and FLAIR, one grid)."""
 
 from __future__ import annotations
 
@@ -54,7 +54,7 @@ def arrays(images) -> tuple[np.ndarray, np.ndarray]:
 
 @pytest.fixture(scope="module")
 def model():
-    return vf.load_volume_model("auto", device="cpu")
+    return vf.load_volume_model("2d", device="cpu")
 
 
 @pytest.fixture(scope="module")
@@ -131,9 +131,27 @@ def test_bad_inputs_are_refused(model, arrays):
 def test_model_kinds():
     with pytest.raises(ValueError, match="model must be one of"):
         vf.load_volume_model("4d")
-    if not bundled(BUNDLED_MODELS[3]).exists():
+    assert vf.load_volume_model("2d").cfg.spatial_dims == 2
+    if bundled(BUNDLED_MODELS[3]).exists():
+        assert vf.load_volume_model("auto").cfg.spatial_dims == 3
+    else:
         with pytest.raises(FileNotFoundError, match="not bundled yet"):
             vf.load_volume_model("3d")
+
+
+@pytest.mark.skipif(not bundled(BUNDLED_MODELS[3]).exists(), reason="no bundled 3D model")
+def test_3d_model_fuses_the_brain_box_only(arrays):
+    """Background stays 0, and only the box around the signal (plus a margin) is fused: the
+    same pair with more empty space around it fuses to the same voxels."""
+    model = vf.load_volume_model("3d", device="cpu")
+    # The brain crop with an empty border wider than the box margin.
+    a, b = (np.pad(np.repeat(x, 4, axis=0)[:, 16:80, 16:80], vf.BOX_MARGIN + 2) for x in arrays)
+    fused = vf.fuse_volumes(model, a, b).fused
+    assert fused.shape == a.shape and 0 <= fused.min() and fused.max() <= 1
+    assert not fused[(a == 0) & (b == 0)].any() and fused.std() > 0.05
+    wide = 30
+    again = vf.fuse_volumes(model, *(np.pad(x, wide) for x in (a, b))).fused
+    np.testing.assert_allclose(again[wide:-wide, wide:-wide, wide:-wide], fused, atol=1e-5)
 
 
 def test_image_from_slicer_matrix_matches_the_file(images, arrays):
