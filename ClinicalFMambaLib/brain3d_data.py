@@ -11,7 +11,7 @@ import torch
 from tqdm import tqdm
 
 from .fusion_targets import cached_volume_target
-from .preprocessing import normalize_intensity
+from .preprocessing import normalize_intensity, signal_box
 
 CONTRASTS = ("t1", "t1c", "t2", "flair")
 CONTRAST_PAIRS = tuple(combinations(CONTRASTS, 2))
@@ -40,8 +40,10 @@ def load_case(case: Path) -> dict[str, np.ndarray]:
 
 def brain_box(volumes: dict[str, np.ndarray]) -> tuple[slice, ...]:
     """Bounding box of the voxels that are non-zero in any contrast."""
-    mask = np.any([v > 0 for v in volumes.values()], axis=0)
-    return tuple(slice(int(idx.min()), int(idx.max()) + 1) for idx in np.nonzero(mask))
+    box = signal_box(np.any([v > 0 for v in volumes.values()], axis=0))
+    if box is None:
+        raise ValueError("the volumes hold no brain voxels")
+    return box
 
 
 class PatchDataset3D(torch.utils.data.Dataset):

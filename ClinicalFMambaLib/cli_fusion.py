@@ -43,13 +43,14 @@ def _fuse_volumes(args: argparse.Namespace) -> Path:
 
 
 def _fuse(args: argparse.Namespace) -> int:
+    from .classify import load_classifier
     from .fuse_files import check_outputs, fuse_batch, match_inputs
     from .volume_files import is_volume
 
     if (args.report or args.classifier) and not args.classify:
         raise ValueError("--report and --classifier apply to --classify only")
     # The classifier is loaded first so that bad weights stop the run before any fusion.
-    classifier = _load_classifier(args.classifier) if args.classify else None
+    classifier = load_classifier(args.classifier) if args.classify else None
     if is_volume(args.a) or is_volume(args.b):
         jobs = [(args.a, args.b, _fuse_volumes(args))]
     else:
@@ -65,12 +66,6 @@ def _fuse(args: argparse.Namespace) -> int:
     if classifier is not None:
         print(f"wrote {_classification_report(args, classifier, jobs)}")
     return 0
-
-
-def _load_classifier(path: Path | None):
-    from .classify import load_classifier
-
-    return load_classifier(path)
 
 
 def _classification_report(args: argparse.Namespace, classifier,

@@ -10,6 +10,7 @@ towards these optima (amortised optimisation): no ground truth enters anywhere.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -33,29 +34,30 @@ def optimise_pair(a: np.ndarray, b: np.ndarray, steps: int = 40, lr: float = 0.1
     return torch.sigmoid(logits)[0, 0].detach().numpy()
 
 
-def cached_volume_target(a: np.ndarray, b: np.ndarray, box: tuple[slice, ...], path: Path,
-                         steps: int = 40) -> np.ndarray:
-    """The loss optimum of a volume pair inside ``box`` (0 outside, where both inputs are
-    background), computed once and kept at ``path`` (.npy, float16: targets need no more)."""
+def _cached(path: Path, compute: Callable[[], np.ndarray]) -> np.ndarray:
+    """The array at ``path`` (.npy), computed and saved first if it is not there yet."""
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
-        target = np.zeros(a.shape, np.float16)
-        target[box] = optimise_pair(a[box], b[box], steps=steps)
-        partial = path.with_suffix(".part.npy")
-        np.save(partial, target)
+        partial = path.with_suffix(".part.npy")  # an interrupted run leaves no bad target
+        np.save(partial, compute())
         partial.replace(path)
     return np.load(path)
 
 
+def cached_volume_target(a: np.ndarray, b: np.ndarray, box: tuple[slice, ...], path: Path,
+                         steps: int = 40) -> np.ndarray:
+    """The loss optimum of a volume pair inside ``box`` (0 outside, where both inputs are
+    background), computed once and kept at ``path`` (.npy, float16: targets need no more)."""
+    def compute() -> np.ndarray:
+        target = np.zeros(a.shape, np.float16)
+        target[box] = optimise_pair(a[box], b[box], steps=steps)
+        return target
+
+    return _cached(path, compute)
+
+
 def cached_targets(pairs: list, images: list[np.ndarray], cache: Path) -> list[np.ndarray]:
     """Targets for (2, H, W) image pairs, computed once and kept in ``cache`` (.npy)."""
-    cache.mkdir(parents=True, exist_ok=True)
-    targets = []
-    for pair, image in tqdm(list(zip(pairs, images)), desc="loss optima", unit="pair"):
-        path = cache / (pair.name.replace("/", "_") + ".npy")
-        if not path.exists():
-            partial = path.with_suffix(".part.npy")  # an interrupted run leaves no bad target
-            np.save(partial, optimise_pair(image[0], image[1]))
-            partial.replace(path)
-        targets.append(np.load(path))
-    return targets
+    return [_cached(cache / (pair.name.replace("/", "_") + ".npy"),
+                    lambda image=image: optimise_pair(image[0], image[1]))
+            for pair, image in tqdm(list(zip(pairs, images)), desc="loss optima", unit="pair")]

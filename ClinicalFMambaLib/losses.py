@@ -37,7 +37,7 @@ def _blur(x: torch.Tensor, window: list[float]) -> torch.Tensor:
     return x
 
 
-def _moments(x: torch.Tensor, window: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def _moments(x: torch.Tensor, window: list[float]) -> tuple[torch.Tensor, torch.Tensor]:
     """Local mean and variance of x under the SSIM window."""
     mean = _blur(x, window)
     return mean, _blur(x * x, window) - mean ** 2

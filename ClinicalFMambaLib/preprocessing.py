@@ -35,6 +35,18 @@ def normalize_intensity(image: np.ndarray, low: float = 0.5, high: float = 99.5)
     return np.clip((data - lo) / (hi - lo), 0.0, 1.0).astype(np.float32)
 
 
+def signal_box(mask: np.ndarray, margin: int = 0) -> tuple[slice, ...] | None:
+    """Bounding box of the True voxels of ``mask``, grown by ``margin`` and clipped to the
+    array; None when nothing is set."""
+    box = []
+    for axis in range(mask.ndim):
+        filled = np.flatnonzero(mask.any(axis=tuple(a for a in range(mask.ndim) if a != axis)))
+        if len(filled) == 0:
+            return None
+        box.append(slice(max(int(filled[0]) - margin, 0), int(filled[-1]) + 1 + margin))
+    return tuple(box)
+
+
 def is_colour(image: np.ndarray) -> bool:
     """True for an (H, W, 3|4) RGB(A) image."""
     return image.ndim == 3 and image.shape[-1] in (3, 4)

@@ -10,6 +10,8 @@ from __future__ import annotations
 import numpy as np
 from PIL import Image, ImageDraw
 
+from .preprocessing import signal_box
+
 PLANES = ("axial", "coronal", "sagittal")
 
 
@@ -38,9 +40,9 @@ def orthogonal_views(volumes: dict[str, np.ndarray], spacing: tuple[float, float
     if len({a.shape for a in arrays}) != 1 or arrays[0].ndim != 3:
         raise ValueError("need (k, j, i) volumes of one shape")
     if centre is None:
-        signal = np.nonzero(np.any([a > 0 for a in arrays], axis=0))
-        centre = tuple(int((ix.min() + ix.max()) // 2) if len(ix) else n // 2
-                       for ix, n in zip(signal, arrays[0].shape))
+        box = signal_box(np.any([a > 0 for a in arrays], axis=0))
+        centre = (tuple((s.start + s.stop - 1) // 2 for s in box) if box is not None
+                  else tuple(n // 2 for n in arrays[0].shape))
     header = 18
     grid = Image.new("RGB", (cell * len(arrays), header + cell * len(PLANES)))
     draw = ImageDraw.Draw(grid)

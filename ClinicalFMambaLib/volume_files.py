@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 import SimpleITK as sitk
 from PIL import Image
 from tqdm import tqdm
@@ -80,10 +81,15 @@ def fuse_volume_files(path_a: str | Path, path_b: str | Path, output: str | Path
     network = load_volume_model(model, device)
     result = fuse_volumes(network, sitk.GetArrayFromImage(image_a),
                           sitk.GetArrayFromImage(image_b), progress=progress)
-    fused = sitk.GetImageFromArray(result.fused, isVector=result.fused.ndim == 4)
-    fused.CopyInformation(image_a)
-    write_atomically(output, lambda target: sitk.WriteImage(fused, str(target)))
+    _write_on_grid(result.fused, image_a, output)
     return output
+
+
+def _write_on_grid(array: np.ndarray, reference: sitk.Image, path: Path) -> None:
+    """Write a (k, j, i) grey or (k, j, i, 3) RGB array with ``reference``'s geometry."""
+    image = sitk.GetImageFromArray(array, isVector=array.ndim == 4)
+    image.CopyInformation(reference)
+    write_atomically(path, lambda target: sitk.WriteImage(image, str(target)))
 
 
 def run_volume_demo(model: FusionNet, out_dir: Path) -> dict[str, dict[str, float]]:
@@ -94,10 +100,7 @@ def run_volume_demo(model: FusionNet, out_dir: Path) -> dict[str, dict[str, floa
     raw_a, raw_b = (sitk.GetArrayFromImage(image) for image in images.values())
     fused = fuse_volumes(model, raw_a, raw_b).luma
     out_dir = Path(out_dir)
-    image = sitk.GetImageFromArray(fused)
-    image.CopyInformation(images["T2"])
-    write_atomically(out_dir / "volume_fused.nii.gz",
-                     lambda target: sitk.WriteImage(image, str(target)))
+    _write_on_grid(fused, images["T2"], out_dir / "volume_fused.nii.gz")
     a, b = normalize_intensity(raw_a), normalize_intensity(raw_b)
     views = orthogonal_views({"T2": a, "FLAIR": b, f"fused ({model.cfg.spatial_dims}D)": fused},
                              images["T2"].GetSpacing())

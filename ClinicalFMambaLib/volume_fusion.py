@@ -26,7 +26,7 @@ import torch
 
 from .fusion import BUNDLED_MODELS, load_fusion_model
 from .network import FusionNet
-from .preprocessing import normalize_intensity, rgb_to_ycbcr, ycbcr_to_rgb
+from .preprocessing import normalize_intensity, rgb_to_ycbcr, signal_box, ycbcr_to_rgb
 from .sliding_window import FusionCancelled, sliding_window_fuse
 from .weights import bundled
 
@@ -138,15 +138,11 @@ def _fuse_whole_volume(model: FusionNet, ya: np.ndarray, yb: np.ndarray,
     padded volumes are mostly background, so the box saves about half the work."""
     fused = np.zeros_like(ya)
     signal = (ya > 0) | (yb > 0)
-    box = []
-    for axis in range(3):
-        filled = np.flatnonzero(signal.any(axis=tuple(a for a in range(3) if a != axis)))
-        if len(filled) == 0:
-            if progress is not None:
-                progress(1.0)
-            return fused
-        box.append(slice(max(int(filled[0]) - BOX_MARGIN, 0), int(filled[-1]) + 1 + BOX_MARGIN))
-    box = tuple(box)
+    box = signal_box(signal, BOX_MARGIN)
+    if box is None:
+        if progress is not None:
+            progress(1.0)
+        return fused
     fused[box] = sliding_window_fuse(model, ya[box], yb[box], progress=progress, cancel=cancel)
     fused[~signal] = 0.0
     return fused

@@ -26,9 +26,10 @@ from PIL import Image
 from tqdm import tqdm
 
 from ClinicalFMambaLib.baselines import BASELINES
-from ClinicalFMambaLib.brain3d_data import CONTRAST_PAIRS, VALIDATION_CASE, brain_box, load_case
+from ClinicalFMambaLib.brain3d_data import CONTRAST_PAIRS, CONTRASTS, VALIDATION_CASE, brain_box
 from ClinicalFMambaLib.fusion import BUNDLED_MODELS, load_fusion_model
 from ClinicalFMambaLib.metrics import METRIC_NAMES, volume_metrics
+from ClinicalFMambaLib.preprocessing import normalize_intensity
 from ClinicalFMambaLib.volume_figure import orthogonal_views
 from ClinicalFMambaLib.volume_fusion import fuse_volumes, volume_fusion_metrics
 from ClinicalFMambaLib.weights import bundled
@@ -76,9 +77,9 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     case = Path(args.data) / VALIDATION_CASE
-    raw = {c: sitk.GetArrayFromImage(sitk.ReadImage(str(case / f"{c}.nii.gz")))
-           for c in ("t1", "t1c", "t2", "flair")}
-    unit = load_case(case)
+    images = {c: sitk.ReadImage(str(case / f"{c}.nii.gz")) for c in CONTRASTS}
+    raw = {c: sitk.GetArrayFromImage(image) for c, image in images.items()}
+    unit = {c: normalize_intensity(volume) for c, volume in raw.items()}  # as load_case
     box = brain_box(unit)
     models = {OURS: load_fusion_model(bundled(BUNDLED_MODELS[3]), dims=3, device="cpu")}
     if args.ablation:
@@ -97,8 +98,7 @@ def main() -> None:
                                for m, f in fused.items()}
         if (x, y) == ("t2", "flair") and args.figure:
             views = orthogonal_views({"T2": unit[x], "FLAIR": unit[y], "max": fused["max"],
-                                      OURS: fused[OURS]}, sitk.ReadImage(
-                                          str(case / "t2.nii.gz")).GetSpacing())
+                                      OURS: fused[OURS]}, images["t2"].GetSpacing())
             Image.fromarray(views).save(args.figure)
 
     methods = list(next(iter(results.values())))
