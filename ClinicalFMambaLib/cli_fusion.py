@@ -163,6 +163,7 @@ def _train_fusion(args: argparse.Namespace) -> int:
         epochs=args.epochs, crop=args.crop or defaults["crop"],
         batch_size=args.batch_size or defaults["batch_size"], lr=args.lr, seed=args.seed,
         target_weight=args.target_weight, target_cache=args.target_cache,
+        objective=args.objective, init_weights=args.init_weights,
         command="clinicalfmamba " + shlex.join(args.argv))
     config = DEFAULT_CONFIGS[args.dim]
     if args.axial_only_scan:
@@ -241,6 +242,12 @@ def register(commands) -> None:
     p.add_argument("--target-cache", type=Path, default=None,
                    help="folder of the cached loss optima (default: WORKDIR/targets); runs on "
                         "the same data can share it")
+    p.add_argument("--objective", choices=("paper", "metrics"), default="paper",
+                   help="paper: the paper's intensity/gradient/SSIM loss; metrics: reward the "
+                        "8-bit fusion metrics over the best classical baseline of each image "
+                        "(ClinicalFMambaLib/metric_objective.py)")
+    p.add_argument("--init-weights", type=Path, default=None,
+                   help="start from these weights (same configuration) instead of at random")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch default)")
     p.add_argument("--axial-only-scan", action="store_true",
                    help="3D ablation: scan the axial raster only instead of all three planes")

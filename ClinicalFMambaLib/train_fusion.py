@@ -23,9 +23,12 @@ from .fusion import fuse_normalized
 from .fusion_targets import cached_targets
 from .harvard_data import CropDataset, find_pairs, load_luma_pair, split_by_case
 from .losses import fusion_loss
+from .metric_objective import MetricObjective
 from .metrics import fusion_metrics, paper_metrics
 from .network import FusionConfig, FusionNet, parameter_count
-from .weights import save_weights
+from .weights import load_weights, provenance, save_weights
+
+OBJECTIVES = {"paper": fusion_loss, "metrics": MetricObjective()}
 
 
 @dataclass
@@ -44,6 +47,8 @@ class TrainSettings:
     val_crop: int = 96      # 3D: centre crop of the held-back case for per-epoch validation
     target_weight: float = 10.0  # L1 pull towards each pair's loss optimum (0: off)
     target_cache: Path | None = None  # default: workdir/targets (shareable between runs)
+    objective: str = "paper"  # "paper": the paper's loss; "metrics": metric_objective.py
+    init_weights: Path | None = None  # start from these weights (fine-tuning)
     command: str = ""
 
 
@@ -73,15 +78,16 @@ def _target_cache(settings: TrainSettings) -> Path:
     return settings.target_cache or settings.workdir / "targets"
 
 
-def validate(model: FusionNet, pairs: list[tuple[str, np.ndarray, np.ndarray]]) -> dict:
-    """Mean loss and quality metrics per group (8-bit field metrics in 2D, the paper's SSIM
-    and PSNR in 3D) on the validation images or crops."""
+def validate(model: FusionNet, pairs: list[tuple[str, np.ndarray, np.ndarray]],
+             objective=fusion_loss) -> dict:
+    """Mean loss (``objective``) and quality metrics per group (8-bit field metrics in 2D, the
+    paper's SSIM and PSNR in 3D) on the validation images or crops."""
     per_type = defaultdict(list)
     model.eval()
     for group, a, b in pairs:
         fused = fuse_normalized(model, a, b)
         with torch.no_grad():
-            loss, _ = fusion_loss(*(torch.from_numpy(x)[None, None] for x in (fused, a, b)))
+            loss, _ = objective(*(torch.from_numpy(x)[None, None] for x in (fused, a, b)))
         metrics = fusion_metrics if a.ndim == 2 else paper_metrics
         per_type[group].append({"loss": loss.item(), **metrics(a, b, fused)})
     model.train()
@@ -94,7 +100,14 @@ def validate(model: FusionNet, pairs: list[tuple[str, np.ndarray, np.ndarray]]) 
 def train(settings: TrainSettings, config: FusionConfig = FusionConfig()) -> dict:
     torch.manual_seed(settings.seed)
     dataset, val_pairs, split = _data(settings, config.spatial_dims)
+    objective = OBJECTIVES[settings.objective]
     model = FusionNet(config)
+    if settings.init_weights:
+        state, init_config = load_weights(settings.init_weights)
+        if FusionConfig.from_dict(init_config) != config:
+            raise ValueError(f"{settings.init_weights} holds a network of another configuration "
+                             f"({init_config}) than the one to train ({config.to_dict()})")
+        model.load_state_dict(state)
     optimizer = torch.optim.Adam(model.parameters(), lr=settings.lr)
     steps_per_epoch = math.ceil(len(dataset) / settings.batch_size)
     schedule = torch.optim.lr_scheduler.OneCycleLR(
@@ -123,7 +136,7 @@ def train(settings: TrainSettings, config: FusionConfig = FusionConfig()) -> dic
         for batch in bar:
             a, b = batch[:, 0], batch[:, 1]
             fused = model(a, b)
-            loss, _ = fusion_loss(fused, a, b)
+            loss, _ = objective(fused, a, b)
             if batch.shape[1] > 2:
                 loss = loss + settings.target_weight * (fused - batch[:, 2]).abs().mean()
             optimizer.zero_grad(set_to_none=True)
@@ -132,7 +145,7 @@ def train(settings: TrainSettings, config: FusionConfig = FusionConfig()) -> dic
             schedule.step()
             running.append(loss.item())
             bar.set_postfix(loss=f"{np.mean(running[-20:]):.4f}")
-        val = validate(model, val_pairs)
+        val = validate(model, val_pairs, objective)
         record = {"epoch": epoch + 1, "train_loss": float(np.mean(running)),
                   "seconds": round(time.time() - started), "validation": val}
         history.append(record)
@@ -142,6 +155,9 @@ def train(settings: TrainSettings, config: FusionConfig = FusionConfig()) -> dic
             save_weights(model.state_dict(), settings.output, config.to_dict(), extra={
                 "command": settings.command, "epoch": epoch + 1, "epochs": settings.epochs,
                 "parameters": parameter_count(model), "validation": val,
+                "objective": settings.objective,
+                "init_weights": (provenance(settings.init_weights) if settings.init_weights
+                                 else None),
                 "validation_cases": split})
         torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                     "schedule": schedule.state_dict(), "history": json.dumps(history),

@@ -81,6 +81,14 @@ def load_weights(path: str | Path, verify: bool = True) -> tuple[dict[str, torch
     return state, config
 
 
+def provenance(path: str | Path) -> dict:
+    """Where verified weights came from: their path, SHA-256 and the manifest's training
+    command (recorded with weights fine-tuned from them, so the chain stays reproducible)."""
+    path = Path(path)
+    entry = _read_manifest(path.parent).get(path.name, {})
+    return {"path": str(path), "sha256": sha256_of(path), "command": entry.get("command", "")}
+
+
 def bundled(name: str) -> Path:
     """Path of a weights file shipped in Resources/weights."""
     return BUNDLED_WEIGHTS_DIR / name

@@ -66,3 +66,35 @@ def test_short_training_run_writes_verified_weights_and_resumes(tmp_path, capsys
     # A second call with more epochs resumes after epoch 1 instead of starting again.
     assert main(args[:-5] + ["2"] + args[-4:]) == 0
     assert "resumed" in capsys.readouterr().out
+
+
+@needs_data
+def test_fine_tuning_on_the_metric_objective_starts_from_the_given_weights(tmp_path, capsys):
+    from ClinicalFMambaLib.cli import main
+    from ClinicalFMambaLib.fusion import BUNDLED_MODELS
+    from ClinicalFMambaLib.weights import bundled, load_weights, sha256_of
+
+    data = tmp_path / "harvard"
+    for folder in ("MRI", "SPECT"):
+        (data / "SPECT-MRI" / folder).mkdir(parents=True)
+        for name in ("10012.png", "10013.png", "9010.png"):  # case 10 trains, 9 is held back
+            shutil.copy(HARVARD / "SPECT-MRI" / folder / name, data / "SPECT-MRI" / folder / name)
+    weights = tmp_path / "w" / "fusion2d.safetensors"
+    args = ["train-fusion", "--data", str(data), "--output", str(weights), "--workdir",
+            str(tmp_path / "run"), "--epochs", "1", "--crop", "64", "--batch-size", "2",
+            "--threads", "1", "--objective", "metrics", "--target-weight", "0", "--lr", "1e-5",
+            "--init-weights", str(bundled(BUNDLED_MODELS[2]))]
+    assert main(args) == 0
+    start, _ = load_weights(bundled(BUNDLED_MODELS[2]))
+    tuned, _ = load_weights(weights)
+    # One small step away from the start, not a fresh random network.
+    changes = [(tuned[k] - start[k]).abs().max().item() for k in start]
+    assert 0 < max(changes) < 1e-2
+    entry = json.loads((weights.parent / "MANIFEST.json").read_text())[weights.name]
+    assert entry["objective"] == "metrics"
+    assert entry["init_weights"]["sha256"] == sha256_of(bundled(BUNDLED_MODELS[2]))
+    assert "train-fusion" in entry["init_weights"]["command"]
+    # A 3D network's weights cannot seed the 2D one.
+    assert main(args[:-1] + [str(bundled(BUNDLED_MODELS[3])), "--workdir",
+                             str(tmp_path / "r2")]) == 2
+    assert "another configuration" in capsys.readouterr().err

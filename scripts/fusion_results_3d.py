@@ -1,7 +1,9 @@
 """Score the 3D models against classical fusion on the held-back brain3d case.
 
-    python scripts/fusion_results_3d.py [--ablation runs/fusion3d-axial/fusion3d-axial.safetensors]
-                                        [--output docs/results_3d.md] [--figure docs/fusion3d_views.png]
+    python scripts/fusion_results_3d.py [--weights W]
+                                        [--ablation runs/fusion3d-axial/fusion3d-axial.safetensors]
+                                        [--output docs/results_3d.md]
+                                        [--figure docs/fusion3d_views.png]
 
 Every contrast pair of the held-back case (brain3d_data.VALIDATION_CASE, whole 240x240x155
 volumes) is fused by the bundled tri-plane 3D model, by the axial-only ablation (weights
@@ -66,6 +68,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--data", default="../shared/data/brain3d")
+    parser.add_argument("--weights", type=Path, default=None,
+                        help="weights of the tri-plane model (default: the bundled one)")
     parser.add_argument("--ablation", type=Path, default=None,
                         help="weights of the axial-only model (train-fusion --axial-only-scan)")
     parser.add_argument("--slices", type=int, default=30,
@@ -81,7 +85,8 @@ def main() -> None:
     raw = {c: sitk.GetArrayFromImage(image) for c, image in images.items()}
     unit = {c: normalize_intensity(volume) for c, volume in raw.items()}  # as load_case
     box = brain_box(unit)
-    models = {OURS: load_fusion_model(bundled(BUNDLED_MODELS[3]), dims=3, device="cpu")}
+    models = {OURS: load_fusion_model(args.weights or bundled(BUNDLED_MODELS[3]), dims=3,
+                                      device="cpu")}
     if args.ablation:
         models["axial-only 3D (ablation)"] = load_fusion_model(args.ablation, dims=3, device="cpu")
     models["2D slice by slice"] = load_fusion_model(dims=2, device="cpu")

@@ -1,0 +1,165 @@
+"""A training objective that rewards what the field's 8-bit fusion metrics measure.
+
+The paper's loss (losses.py) pulls the fused image towards the voxel-wise maximum and the
+sources' strongest gradients; its optimum sits close to max fusion and loses to the classical
+baselines on most of the ten metrics used to compare fusion methods (metrics.py). This module
+gives differentiable versions of eight of them (EN, SD, SF, AG, SCD, VIF, Qabf, SSIM; MI needs
+hard histograms, and PSNR is maximised by the mean of the sources alone) that agree with
+metrics.py on 8-bit images, and an objective that, per training image, scores the network's
+output against the best of the mean / max / Laplacian baselines on that same image. Each
+metric's reward stops at a small margin above the best baseline, so no single metric (e.g.
+sharpness) can be bought by giving up the others.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .baselines import BASELINES
+from .losses import ssim
+from .metrics import (_VIF_NOISE_VAR, _VIF_SCALES, QABF_DA, QABF_DG, QABF_KA, QABF_KG,
+                      QABF_TA, QABF_TG)
+
+OBJECTIVE_METRICS = ("EN", "SD", "SF", "AG", "SCD", "VIF", "Qabf", "SSIM")
+_SOBEL = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]])
+
+
+def _sum_hw(x: torch.Tensor) -> torch.Tensor:
+    return x.sum((-2, -1))
+
+
+def _mean_hw(x: torch.Tensor) -> torch.Tensor:
+    return x.mean((-2, -1))
+
+
+def _gaussian_taps(size: int) -> torch.Tensor:
+    t = torch.arange(size, dtype=torch.float32) - (size - 1) / 2
+    w = torch.exp(-t ** 2 / (2 * (size / 5) ** 2))
+    return w / w.sum()
+
+
+def _filter_valid(x: torch.Tensor, taps: torch.Tensor) -> torch.Tensor:
+    """Separable filter keeping the pixels whose window lies inside (as metrics.py)."""
+    k = len(taps)
+    x = F.conv2d(x, taps.view(1, 1, 1, k))
+    return F.conv2d(x, taps.view(1, 1, k, 1))
+
+
+def entropy(grey: torch.Tensor) -> torch.Tensor:
+    """EN in bits of the 256-bin histogram, each pixel split between its two nearest bins
+    (equal to the hard histogram on 8-bit values, differentiable in between)."""
+    values = grey.flatten(1).clamp(0, 255)
+    low = values.detach().floor()
+    frac = values - low
+    hist = torch.zeros(values.shape[0], 257, dtype=values.dtype)
+    hist = hist.scatter_add(1, low.long(), 1 - frac).scatter_add(1, low.long() + 1, frac)
+    p = hist[:, :256] / values.shape[1]
+    return -(p * torch.log2(p + 1e-12)).sum(1)
+
+
+def vifp(ref: torch.Tensor, dist: torch.Tensor) -> torch.Tensor:
+    """Pixel-domain multi-scale VIF of ``dist`` against ``ref`` (grey levels), as metrics.vifp."""
+    num = den = 0
+    for scale in range(_VIF_SCALES):
+        size = 2 ** (_VIF_SCALES - scale) + 1
+        taps = _gaussian_taps(size)
+        if scale > 0:
+            ref = _filter_valid(ref, taps)[..., ::2, ::2]
+            dist = _filter_valid(dist, taps)[..., ::2, ::2]
+        if min(ref.shape[-2:]) < size:
+            break
+        mx, my = _filter_valid(ref, taps), _filter_valid(dist, taps)
+        vx = (_filter_valid(ref * ref, taps) - mx ** 2).clamp_min(0)
+        vy = (_filter_valid(dist * dist, taps) - my ** 2).clamp_min(0)
+        cov = _filter_valid(ref * dist, taps) - mx * my
+        gain = (cov / (vx + 1e-10)).clamp_min(0)
+        noise = (vy - gain * cov).clamp_min(1e-10)
+        num = num + _sum_hw(torch.log10(1 + gain ** 2 * vx / (noise + _VIF_NOISE_VAR)))
+        den = den + _sum_hw(torch.log10(1 + vx / _VIF_NOISE_VAR))
+    return num / den.clamp_min(1e-10)
+
+
+def _edges(grey: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Sobel strength and orientation folded into [-pi/2, pi/2) (reflect border)."""
+    padded = F.pad(grey, (1, 1, 1, 1), mode="reflect")
+    gx = F.conv2d(padded, _SOBEL.view(1, 1, 3, 3))
+    gy = F.conv2d(padded, _SOBEL.t().reshape(1, 1, 3, 3))
+    angle = torch.remainder(torch.atan2(gy, gx) + math.pi / 2, math.pi) - math.pi / 2
+    return torch.sqrt(gx ** 2 + gy ** 2 + 1e-6), angle
+
+
+def qabf(a: torch.Tensor, b: torch.Tensor, f: torch.Tensor) -> torch.Tensor:
+    """Qabf of Xydeas & Petrovic (grey levels), as metrics.qabf."""
+    (sa, oa), (sb, ob), (sf, of) = _edges(a), _edges(b), _edges(f)
+
+    def preserved(strength: torch.Tensor, orientation: torch.Tensor) -> torch.Tensor:
+        ratio = torch.minimum(strength, sf) / torch.maximum(strength, sf)
+        parallel = torch.abs(torch.abs(orientation - of) - math.pi / 2) / (math.pi / 2)
+        return (QABF_TG / (1 + torch.exp(QABF_KG * (ratio - QABF_DG)))
+                * QABF_TA / (1 + torch.exp(QABF_KA * (parallel - QABF_DA))))
+
+    return _sum_hw(preserved(sa, oa) * sa + preserved(sb, ob) * sb) / _sum_hw(sa + sb)
+
+
+def _correlation(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    xc, yc = x - _mean_hw(x)[..., None, None], y - _mean_hw(y)[..., None, None]
+    return _sum_hw(xc * yc) / torch.sqrt(_sum_hw(xc ** 2) * _sum_hw(yc ** 2) + 1e-6)
+
+
+def metric_surrogates(a: torch.Tensor, b: torch.Tensor, f: torch.Tensor) -> dict[str, torch.Tensor]:
+    """The eight metrics of ``OBJECTIVE_METRICS`` for (N, 1, H, W) images in [0, 1]: one value
+    per image, on the 8-bit protocol's grey-level scale (metrics.fusion_metrics)."""
+    ga, gb, gf = a * 255, b * 255, f * 255
+    dx, dy = gf[..., :, 1:] - gf[..., :, :-1], gf[..., 1:, :] - gf[..., :-1, :]
+    values = {
+        "EN": entropy(gf),
+        "SD": gf.flatten(1).std(1, unbiased=False),
+        "SF": torch.sqrt(_mean_hw(dx ** 2) + _mean_hw(dy ** 2)),
+        "AG": _mean_hw(torch.sqrt((dy[..., :, :-1] ** 2 + dx[..., :-1, :] ** 2) / 2 + 1e-6)),
+        "SCD": _correlation(gf - gb, ga) + _correlation(gf - ga, gb),
+        "VIF": vifp(ga, gf) + vifp(gb, gf),
+        "Qabf": qabf(ga, gb, gf),
+        "SSIM": torch.stack([ssim(f[i:i + 1], a[i:i + 1]) + ssim(f[i:i + 1], b[i:i + 1])
+                             for i in range(len(f))]),
+    }
+    return {name: value.reshape(len(f)) for name, value in values.items()}
+
+
+def axial_slices(x: torch.Tensor, step: int) -> torch.Tensor:
+    """(N, 1, D, H, W) volumes as (N * ceil(D / step), 1, H, W) images: every ``step``-th
+    slice of the first spatial axis (the axial slices of a (z, y, x) volume)."""
+    return x[:, :, ::step].transpose(1, 2).flatten(0, 1)
+
+
+class MetricObjective:
+    """Loss = minus the sum over ``OBJECTIVE_METRICS`` of each metric's gain over the best
+    baseline on the same image, relative to that baseline's batch mean and capped at
+    ``margin``. 3D batches are scored on every ``slice_step``-th axial slice, the baselines
+    being computed on the whole patch (as they are on whole volumes)."""
+
+    def __init__(self, margin: float = 0.03, slice_step: int = 4):
+        self.margin, self.slice_step = margin, slice_step
+
+    def __call__(self, fused: torch.Tensor, a: torch.Tensor, b: torch.Tensor
+                 ) -> tuple[torch.Tensor, dict[str, float]]:
+        with torch.no_grad():
+            sources = [x.detach().cpu().numpy()[:, 0] for x in (a, b)]
+            references = [torch.from_numpy(np.stack([fn(x, y) for x, y in zip(*sources)]))[:, None]
+                          for fn in BASELINES.values()]
+        if fused.dim() == 5:
+            fused, a, b, references = (axial_slices(x, self.slice_step)
+                                       for x in (fused, a, b, torch.stack(references)
+                                                 .flatten(0, 1)))
+            references = references.unflatten(0, (len(BASELINES), -1))
+        with torch.no_grad():
+            scores = [metric_surrogates(a, b, r.to(a)) for r in references]
+            best = {k: torch.stack([s[k] for s in scores]).max(0).values for k in OBJECTIVE_METRICS}
+        ours = metric_surrogates(a, b, fused)
+        gains = {k: ((ours[k] - best[k]) / (best[k].abs().mean() + 1e-6)).mean()
+                 for k in OBJECTIVE_METRICS}
+        loss = -sum(g.clamp(max=self.margin) for g in gains.values())
+        return loss, {k: g.item() for k, g in gains.items()}

@@ -1,0 +1,70 @@
+"""The metric-aligned training objective: its metrics agree with metrics.py on real pairs,
+it has gradients, and it prefers what the metrics prefer."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from ClinicalFMambaLib.baselines import BASELINES, laplacian_pyramid_fusion
+from ClinicalFMambaLib.metric_objective import (OBJECTIVE_METRICS, MetricObjective, axial_slices,
+                                                metric_surrogates)
+from ClinicalFMambaLib.metrics import fusion_metrics
+
+torch.set_num_threads(1)
+HARVARD = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "harvard"
+needs_data = pytest.mark.skipif(not HARVARD.exists(), reason="../shared/data/harvard not present")
+
+
+def _real_pair(index: int = 0):
+    from ClinicalFMambaLib.harvard_data import find_pairs, load_luma_pair
+
+    pairs = [p for p in find_pairs(HARVARD) if p.pair_type == "SPECT-MRI"]
+    return load_luma_pair(pairs[index])
+
+
+def _as_tensor(x: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))[None, None]
+
+
+def _eight_bit(x: np.ndarray) -> np.ndarray:
+    return (np.floor(np.clip(x, 0, 1) * 255 + 0.5) / 255).astype(np.float32)
+
+
+@needs_data
+@pytest.mark.parametrize("method", list(BASELINES))
+def test_surrogates_equal_the_8bit_metrics_on_a_real_pair(method):
+    a, b = _real_pair()
+    fused = _eight_bit(BASELINES[method](a, b))
+    ours = metric_surrogates(_as_tensor(a), _as_tensor(b), _as_tensor(fused))
+    reference = fusion_metrics(a, b, fused)
+    for name in OBJECTIVE_METRICS:
+        assert ours[name].shape == (1,)
+        # float32 and the eps that keeps square roots differentiable: 1e-3 relative
+        assert ours[name].item() == pytest.approx(reference[name], rel=1e-3), name
+
+
+@needs_data
+def test_objective_has_gradients_and_ranks_detail_above_blur():
+    a, b = (x[64:192, 64:192] for x in _real_pair(1))
+    ta, tb = _as_tensor(a), _as_tensor(b)
+    objective = MetricObjective()
+    fused = torch.from_numpy(laplacian_pyramid_fusion(a, b))[None, None].requires_grad_()
+    loss, gains = objective(fused, ta, tb)
+    loss.backward()
+    assert set(gains) == set(OBJECTIVE_METRICS)
+    assert torch.isfinite(fused.grad).all() and fused.grad.abs().sum() > 0
+    blurred = torch.nn.functional.avg_pool2d(fused.detach(), 5, 1, 2, count_include_pad=False)
+    assert objective(blurred, ta, tb)[0] > loss  # blur loses sharpness, edges and contrast
+
+
+def test_objective_is_capped_at_the_margin_and_scores_3d_on_axial_slices():
+    torch.manual_seed(0)
+    a, b = torch.rand(2, 1, 1, 12, 80, 80).unbind(0)
+    objective = MetricObjective(margin=0.03, slice_step=4)
+    loss, gains = objective(torch.maximum(a, b), a, b)
+    assert loss.item() >= -0.03 * len(OBJECTIVE_METRICS) - 1e-6
+    assert all(np.isfinite(list(gains.values())))
+    assert axial_slices(a, 4).shape == (3, 1, 80, 80)
+    assert torch.equal(axial_slices(a, 4)[1, 0], a[0, 0, 4])
