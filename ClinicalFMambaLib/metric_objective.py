@@ -20,12 +20,11 @@ import torch
 import torch.nn.functional as F
 
 from .baselines import BASELINES
-from .losses import ssim
+from .losses import DIFF, SMOOTH, _blur, _filter1d, ssim
 from .metrics import (_VIF_NOISE_VAR, _VIF_SCALES, QABF_DA, QABF_DG, QABF_KA, QABF_KG,
-                      QABF_TA, QABF_TG)
+                      QABF_TA, QABF_TG, _gauss_1d)
 
 OBJECTIVE_METRICS = ("EN", "SD", "SF", "AG", "SCD", "VIF", "Qabf", "SSIM")
-_SOBEL = torch.tensor([[-1.0, 0.0, 1.0], [-2.0, 0.0, 2.0], [-1.0, 0.0, 1.0]])
 
 
 def _sum_hw(x: torch.Tensor) -> torch.Tensor:
@@ -34,19 +33,6 @@ def _sum_hw(x: torch.Tensor) -> torch.Tensor:
 
 def _mean_hw(x: torch.Tensor) -> torch.Tensor:
     return x.mean((-2, -1))
-
-
-def _gaussian_taps(size: int) -> torch.Tensor:
-    t = torch.arange(size, dtype=torch.float32) - (size - 1) / 2
-    w = torch.exp(-t ** 2 / (2 * (size / 5) ** 2))
-    return w / w.sum()
-
-
-def _filter_valid(x: torch.Tensor, taps: torch.Tensor) -> torch.Tensor:
-    """Separable filter keeping the pixels whose window lies inside (as metrics.py)."""
-    k = len(taps)
-    x = F.conv2d(x, taps.view(1, 1, 1, k))
-    return F.conv2d(x, taps.view(1, 1, k, 1))
 
 
 def entropy(grey: torch.Tensor) -> torch.Tensor:
@@ -66,16 +52,16 @@ def vifp(ref: torch.Tensor, dist: torch.Tensor) -> torch.Tensor:
     num = den = 0
     for scale in range(_VIF_SCALES):
         size = 2 ** (_VIF_SCALES - scale) + 1
-        taps = _gaussian_taps(size)
+        taps = _gauss_1d(size, size / 5).tolist()  # filtered 'valid', as in metrics.vifp
         if scale > 0:
-            ref = _filter_valid(ref, taps)[..., ::2, ::2]
-            dist = _filter_valid(dist, taps)[..., ::2, ::2]
+            ref = _blur(ref, taps)[..., ::2, ::2]
+            dist = _blur(dist, taps)[..., ::2, ::2]
         if min(ref.shape[-2:]) < size:
             break
-        mx, my = _filter_valid(ref, taps), _filter_valid(dist, taps)
-        vx = (_filter_valid(ref * ref, taps) - mx ** 2).clamp_min(0)
-        vy = (_filter_valid(dist * dist, taps) - my ** 2).clamp_min(0)
-        cov = _filter_valid(ref * dist, taps) - mx * my
+        mx, my = _blur(ref, taps), _blur(dist, taps)
+        vx = (_blur(ref * ref, taps) - mx ** 2).clamp_min(0)
+        vy = (_blur(dist * dist, taps) - my ** 2).clamp_min(0)
+        cov = _blur(ref * dist, taps) - mx * my
         gain = (cov / (vx + 1e-10)).clamp_min(0)
         noise = (vy - gain * cov).clamp_min(1e-10)
         num = num + _sum_hw(torch.log10(1 + gain ** 2 * vx / (noise + _VIF_NOISE_VAR)))
@@ -86,8 +72,8 @@ def vifp(ref: torch.Tensor, dist: torch.Tensor) -> torch.Tensor:
 def _edges(grey: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Sobel strength and orientation folded into [-pi/2, pi/2) (reflect border)."""
     padded = F.pad(grey, (1, 1, 1, 1), mode="reflect")
-    gx = F.conv2d(padded, _SOBEL.view(1, 1, 3, 3))
-    gy = F.conv2d(padded, _SOBEL.t().reshape(1, 1, 3, 3))
+    gx = _filter1d(_filter1d(padded, DIFF, axis=1), SMOOTH, axis=0)
+    gy = _filter1d(_filter1d(padded, DIFF, axis=0), SMOOTH, axis=1)
     angle = torch.remainder(torch.atan2(gy, gx) + math.pi / 2, math.pi) - math.pi / 2
     return torch.sqrt(gx ** 2 + gy ** 2 + 1e-6), angle
 
@@ -151,10 +137,8 @@ class MetricObjective:
             references = [torch.from_numpy(np.stack([fn(x, y) for x, y in zip(*sources)]))[:, None]
                           for fn in BASELINES.values()]
         if fused.dim() == 5:
-            fused, a, b, references = (axial_slices(x, self.slice_step)
-                                       for x in (fused, a, b, torch.stack(references)
-                                                 .flatten(0, 1)))
-            references = references.unflatten(0, (len(BASELINES), -1))
+            fused, a, b, *references = (axial_slices(x, self.slice_step)
+                                        for x in (fused, a, b, *references))
         with torch.no_grad():
             scores = [metric_surrogates(a, b, r.to(a)) for r in references]
             best = {k: torch.stack([s[k] for s in scores]).max(0).values for k in OBJECTIVE_METRICS}

@@ -102,6 +102,7 @@ def train(settings: TrainSettings, config: FusionConfig = FusionConfig()) -> dic
     dataset, val_pairs, split = _data(settings, config.spatial_dims)
     objective = OBJECTIVES[settings.objective]
     model = FusionNet(config)
+    origin = provenance(settings.init_weights) if settings.init_weights else None
     if settings.init_weights:
         state, init_config = load_weights(settings.init_weights)
         if FusionConfig.from_dict(init_config) != config:
@@ -155,9 +156,7 @@ def train(settings: TrainSettings, config: FusionConfig = FusionConfig()) -> dic
             save_weights(model.state_dict(), settings.output, config.to_dict(), extra={
                 "command": settings.command, "epoch": epoch + 1, "epochs": settings.epochs,
                 "parameters": parameter_count(model), "validation": val,
-                "objective": settings.objective,
-                "init_weights": (provenance(settings.init_weights) if settings.init_weights
-                                 else None),
+                "objective": settings.objective, "init_weights": origin,
                 "validation_cases": split})
         torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                     "schedule": schedule.state_dict(), "history": json.dumps(history),
