@@ -163,7 +163,8 @@ def _train_fusion(args: argparse.Namespace) -> int:
         epochs=args.epochs, crop=args.crop or defaults["crop"],
         batch_size=args.batch_size or defaults["batch_size"], lr=args.lr, seed=args.seed,
         target_weight=args.target_weight, target_cache=args.target_cache,
-        objective=args.objective, init_weights=args.init_weights,
+        objective=args.objective, deficit_weight=args.deficit_weight,
+        init_weights=args.init_weights,
         command="clinicalfmamba " + shlex.join(args.argv))
     config = DEFAULT_CONFIGS[args.dim]
     if args.axial_only_scan:
@@ -246,6 +247,9 @@ def register(commands) -> None:
                    help="paper: the paper's intensity/gradient/SSIM loss; metrics: reward the "
                         "8-bit fusion metrics over the best classical baseline of each image "
                         "(ClinicalFMambaLib/metric_objective.py)")
+    p.add_argument("--deficit-weight", type=float, default=1.0,
+                   help="metrics objective: how many times a metric's shortfall against the "
+                        "best baseline counts compared with its gain (1: symmetric)")
     p.add_argument("--init-weights", type=Path, default=None,
                    help="start from these weights (same configuration) instead of at random")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch default)")

@@ -3,8 +3,8 @@
 The paper's loss (losses.py) pulls the fused image towards the voxel-wise maximum and the
 sources' strongest gradients; its optimum sits close to max fusion and loses to the classical
 baselines on most of the ten metrics used to compare fusion methods (metrics.py). This module
-gives differentiable versions of eight of them (EN, SD, SF, AG, SCD, VIF, Qabf, SSIM; MI needs
-hard histograms, and PSNR is maximised by the mean of the sources alone) that agree with
+gives differentiable versions of nine of them (all but PSNR, which is maximised by the mean of
+the sources alone; histograms are soft-binned) that agree with
 metrics.py on 8-bit images, and an objective that, per training image, scores the network's
 output against the best of the mean / max / Laplacian baselines on that same image. Each
 metric's reward stops at a small margin above the best baseline, so no single metric (e.g.
@@ -24,7 +24,7 @@ from .losses import DIFF, SMOOTH, _blur, _filter1d, ssim
 from .metrics import (_VIF_NOISE_VAR, _VIF_SCALES, QABF_DA, QABF_DG, QABF_KA, QABF_KG,
                       QABF_TA, QABF_TG, _gauss_1d)
 
-OBJECTIVE_METRICS = ("EN", "SD", "SF", "AG", "SCD", "VIF", "Qabf", "SSIM")
+OBJECTIVE_METRICS = ("EN", "SD", "SF", "AG", "MI", "SCD", "VIF", "Qabf", "SSIM")
 
 
 def _sum_hw(x: torch.Tensor) -> torch.Tensor:
@@ -35,16 +35,37 @@ def _mean_hw(x: torch.Tensor) -> torch.Tensor:
     return x.mean((-2, -1))
 
 
-def entropy(grey: torch.Tensor) -> torch.Tensor:
-    """EN in bits of the 256-bin histogram, each pixel split between its two nearest bins
-    (equal to the hard histogram on 8-bit values, differentiable in between)."""
+def _soft_histogram(grey: torch.Tensor, offset: torch.Tensor | None = None) -> torch.Tensor:
+    """Per-image histogram of grey levels over 257 bins, each pixel split between its two
+    nearest levels (equal to the hard histogram on 8-bit values, differentiable in between).
+    ``offset`` (a multiple of 257 per pixel: another image's level) makes it a joint histogram."""
     values = grey.flatten(1).clamp(0, 255)
-    low = values.detach().floor()
+    low = values.detach().floor().long()
     frac = values - low
-    hist = torch.zeros(values.shape[0], 257, dtype=values.dtype)
-    hist = hist.scatter_add(1, low.long(), 1 - frac).scatter_add(1, low.long() + 1, frac)
-    p = hist[:, :256] / values.shape[1]
+    if offset is not None:
+        low = low + offset
+    size = 257 if offset is None else 256 * 257
+    hist = torch.zeros(values.shape[0], size, dtype=values.dtype, device=values.device)
+    return hist.scatter_add(1, low, 1 - frac).scatter_add(1, low + 1, frac) / values.shape[1]
+
+
+def _entropy_bits(p: torch.Tensor) -> torch.Tensor:
     return -(p * torch.log2(p + 1e-12)).sum(1)
+
+
+def entropy(grey: torch.Tensor) -> torch.Tensor:
+    """EN in bits of the 256-bin histogram of grey levels (soft binning, _soft_histogram)."""
+    return _entropy_bits(_soft_histogram(grey)[:, :256])
+
+
+def mutual_information(source: torch.Tensor, grey: torch.Tensor) -> torch.Tensor:
+    """MI in bits between an 8-bit ``source`` and ``grey`` from 256-bin marginals and the
+    256x256 joint histogram, ``grey`` soft-binned (as metrics.mutual_information on 8-bit
+    values)."""
+    levels = torch.floor(source.detach().clamp(0, 255) + 0.5)  # as metrics.to_gray8
+    joint = _soft_histogram(grey, offset=levels.flatten(1).long() * 257)
+    marginal = _soft_histogram(levels)[:, :256]
+    return (_entropy_bits(marginal) + entropy(grey) - _entropy_bits(joint)).clamp_min(0)
 
 
 def vifp(ref: torch.Tensor, dist: torch.Tensor) -> torch.Tensor:
@@ -106,6 +127,7 @@ def metric_surrogates(a: torch.Tensor, b: torch.Tensor, f: torch.Tensor) -> dict
         "SD": gf.flatten(1).std(1, unbiased=False),
         "SF": torch.sqrt(_mean_hw(dx ** 2) + _mean_hw(dy ** 2)),
         "AG": _mean_hw(torch.sqrt((dy[..., :, :-1] ** 2 + dx[..., :-1, :] ** 2) / 2 + 1e-6)),
+        "MI": mutual_information(ga, gf) + mutual_information(gb, gf),
         "SCD": _correlation(gf - gb, ga) + _correlation(gf - ga, gb),
         "VIF": vifp(ga, gf) + vifp(gb, gf),
         "Qabf": qabf(ga, gb, gf),
@@ -124,11 +146,13 @@ def axial_slices(x: torch.Tensor, step: int) -> torch.Tensor:
 class MetricObjective:
     """Loss = minus the sum over ``OBJECTIVE_METRICS`` of each metric's gain over the best
     baseline on the same image, relative to that baseline's batch mean and capped at
-    ``margin``. 3D batches are scored on every ``slice_step``-th axial slice, the baselines
-    being computed on the whole patch (as they are on whole volumes)."""
+    ``margin``; a shortfall counts ``deficit_weight`` times (above 1, the metrics still behind
+    a baseline pull harder than those already ahead). 3D batches are scored on every
+    ``slice_step``-th axial slice, the baselines being computed on the whole patch (as they
+    are on whole volumes)."""
 
-    def __init__(self, margin: float = 0.03, slice_step: int = 4):
-        self.margin, self.slice_step = margin, slice_step
+    def __init__(self, margin: float = 0.03, slice_step: int = 4, deficit_weight: float = 1.0):
+        self.margin, self.slice_step, self.deficit_weight = margin, slice_step, deficit_weight
 
     def __call__(self, fused: torch.Tensor, a: torch.Tensor, b: torch.Tensor
                  ) -> tuple[torch.Tensor, dict[str, float]]:
@@ -145,5 +169,6 @@ class MetricObjective:
         ours = metric_surrogates(a, b, fused)
         gains = {k: ((ours[k] - best[k]) / (best[k].abs().mean() + 1e-6)).mean()
                  for k in OBJECTIVE_METRICS}
-        loss = -sum(g.clamp(max=self.margin) for g in gains.values())
+        loss = -sum(g.clamp(max=self.margin) + (self.deficit_weight - 1) * g.clamp(max=0)
+                    for g in gains.values())
         return loss, {k: g.item() for k, g in gains.items()}

@@ -49,7 +49,7 @@ class FusionConfig:
 # The shipped configurations. 3D keeps its full-resolution work to one strided stem
 # convolution (`python scripts/profile_blocks.py --dim 3` times each stage).
 DEFAULT_CONFIGS = {
-    2: FusionConfig(),
+    2: FusionConfig(stem_stride=2),
     3: FusionConfig(spatial_dims=3, widths=(16, 16, 32), stem_stride=2),
 }
 

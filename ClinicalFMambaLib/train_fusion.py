@@ -28,9 +28,6 @@ from .metrics import fusion_metrics, paper_metrics
 from .network import FusionConfig, FusionNet, parameter_count
 from .weights import load_weights, provenance, save_weights
 
-OBJECTIVES = {"paper": fusion_loss, "metrics": MetricObjective()}
-
-
 @dataclass
 class TrainSettings:
     data_root: Path
@@ -48,6 +45,7 @@ class TrainSettings:
     target_weight: float = 10.0  # L1 pull towards each pair's loss optimum (0: off)
     target_cache: Path | None = None  # default: workdir/targets (shareable between runs)
     objective: str = "paper"  # "paper": the paper's loss; "metrics": metric_objective.py
+    deficit_weight: float = 1.0  # metrics objective: weight of a shortfall vs a baseline
     init_weights: Path | None = None  # start from these weights (fine-tuning)
     command: str = ""
 
@@ -100,7 +98,8 @@ def validate(model: FusionNet, pairs: list[tuple[str, np.ndarray, np.ndarray]],
 def train(settings: TrainSettings, config: FusionConfig = FusionConfig()) -> dict:
     torch.manual_seed(settings.seed)
     dataset, val_pairs, split = _data(settings, config.spatial_dims)
-    objective = OBJECTIVES[settings.objective]
+    objective = (MetricObjective(deficit_weight=settings.deficit_weight)
+                 if settings.objective == "metrics" else fusion_loss)
     model = FusionNet(config)
     origin = provenance(settings.init_weights) if settings.init_weights else None
     if settings.init_weights:
@@ -156,7 +155,8 @@ def train(settings: TrainSettings, config: FusionConfig = FusionConfig()) -> dic
             save_weights(model.state_dict(), settings.output, config.to_dict(), extra={
                 "command": settings.command, "epoch": epoch + 1, "epochs": settings.epochs,
                 "parameters": parameter_count(model), "validation": val,
-                "objective": settings.objective, "init_weights": origin,
+                "objective": settings.objective, "deficit_weight": settings.deficit_weight,
+                "init_weights": origin,
                 "validation_cases": split})
         torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                     "schedule": schedule.state_dict(), "history": json.dumps(history),

@@ -9,7 +9,7 @@ import torch
 
 from ClinicalFMambaLib.baselines import BASELINES, laplacian_pyramid_fusion
 from ClinicalFMambaLib.metric_objective import (OBJECTIVE_METRICS, MetricObjective, axial_slices,
-                                                metric_surrogates)
+                                                entropy, metric_surrogates, mutual_information)
 from ClinicalFMambaLib.metrics import fusion_metrics
 
 torch.set_num_threads(1)
@@ -68,3 +68,26 @@ def test_objective_is_capped_at_the_margin_and_scores_3d_on_axial_slices():
     assert all(np.isfinite(list(gains.values())))
     assert axial_slices(a, 4).shape == (3, 1, 80, 80)
     assert torch.equal(axial_slices(a, 4)[1, 0], a[0, 0, 4])
+
+
+def test_soft_mutual_information_is_exact_on_8bit_values_and_differentiable_between():
+    torch.manual_seed(0)
+    grey = torch.randint(0, 256, (1, 1, 32, 32)).float()
+    # MI(X, X) = H(X); an image independent of X shares (almost) nothing with it.
+    assert mutual_information(grey, grey).item() == pytest.approx(entropy(grey).item(), rel=1e-5)
+    levels, other = (torch.randint(0, 4, (1, 1, 64, 64)).float() * 80 for _ in range(2))
+    assert mutual_information(levels, other).item() < 0.01 * entropy(other).item()
+    between = (grey + 0.3).requires_grad_()
+    mutual_information(grey, between).backward()
+    assert torch.isfinite(between.grad).all() and between.grad.abs().sum() > 0
+
+
+def test_a_shortfall_counts_deficit_weight_times():
+    torch.manual_seed(0)
+    a, b = torch.rand(2, 1, 1, 64, 64).unbind(0)
+    fused = (a + b) / 2 * 0.8  # dimmer than the mean: behind the best baseline on most metrics
+    symmetric, gains = MetricObjective(deficit_weight=1)(fused, a, b)
+    weighted, _ = MetricObjective(deficit_weight=3)(fused, a, b)
+    shortfall = sum(min(g, 0) for g in gains.values())
+    assert shortfall < 0
+    assert weighted.item() == pytest.approx(symmetric.item() - 2 * shortfall, rel=1e-5)

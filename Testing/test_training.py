@@ -82,8 +82,8 @@ def test_fine_tuning_on_the_metric_objective_starts_from_the_given_weights(tmp_p
     weights = tmp_path / "w" / "fusion2d.safetensors"
     args = ["train-fusion", "--data", str(data), "--output", str(weights), "--workdir",
             str(tmp_path / "run"), "--epochs", "1", "--crop", "64", "--batch-size", "2",
-            "--threads", "1", "--objective", "metrics", "--target-weight", "0", "--lr", "1e-5",
-            "--init-weights", str(bundled(BUNDLED_MODELS[2]))]
+            "--threads", "1", "--objective", "metrics", "--deficit-weight", "2",
+            "--target-weight", "0", "--lr", "1e-5", "--init-weights", str(bundled(BUNDLED_MODELS[2]))]
     assert main(args) == 0
     start, _ = load_weights(bundled(BUNDLED_MODELS[2]))
     tuned, _ = load_weights(weights)
@@ -91,7 +91,7 @@ def test_fine_tuning_on_the_metric_objective_starts_from_the_given_weights(tmp_p
     changes = [(tuned[k] - start[k]).abs().max().item() for k in start]
     assert 0 < max(changes) < 1e-2
     entry = json.loads((weights.parent / "MANIFEST.json").read_text())[weights.name]
-    assert entry["objective"] == "metrics"
+    assert entry["objective"] == "metrics" and entry["deficit_weight"] == 2
     assert entry["init_weights"]["sha256"] == sha256_of(bundled(BUNDLED_MODELS[2]))
     assert "train-fusion" in entry["init_weights"]["command"]
     # A 3D network's weights cannot seed the 2D one.
