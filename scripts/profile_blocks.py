@@ -1,6 +1,6 @@
 """Time each stage of the fusion network on the CPU (forward pass, no gradients).
 
-    python scripts/profile_blocks.py --dim 3 --size 96 [--paper] [--threads 2]
+    python scripts/profile_blocks.py --dim 3 --size 96 [--paper] [--stem-stride S] [--threads 2]
 
 Prints seconds per stage (encoder for both inputs, latent Mamba stages, fusion, decoder) for
 the shipped configuration, or the paper's with --paper, so that choices about where to spend
@@ -8,6 +8,7 @@ capacity rest on measurements.
 """
 
 import argparse
+import dataclasses
 import time
 from collections import defaultdict
 
@@ -22,6 +23,8 @@ def main() -> None:
     parser.add_argument("--dim", type=int, choices=(2, 3), default=2)
     parser.add_argument("--size", type=int, default=256)
     parser.add_argument("--paper", action="store_true", help="the paper's configuration")
+    parser.add_argument("--stem-stride", type=int, default=None,
+                        help="override the stem stride (1: full resolution, 2: half)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
@@ -30,6 +33,8 @@ def main() -> None:
     if args.paper:
         cfg = FusionConfig(spatial_dims=args.dim, widths=(32, 64, 128), latent_blocks=5,
                            decoder_blocks=2)
+    if args.stem_stride:
+        cfg = dataclasses.replace(cfg, stem_stride=args.stem_stride)
     model = FusionNet(cfg).eval()
     seconds, started = defaultdict(float), {}
     for name, module in model.named_children():
