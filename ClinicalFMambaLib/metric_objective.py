@@ -4,11 +4,11 @@ The paper's loss (losses.py) pulls the fused image towards the voxel-wise maximu
 sources' strongest gradients; its optimum sits close to max fusion and loses to the classical
 baselines on most of the ten metrics used to compare fusion methods (metrics.py). This module
 gives differentiable versions of nine of them (all but PSNR, which is maximised by the mean of
-the sources alone; histograms are soft-binned) that agree with
-metrics.py on 8-bit images, and an objective that, per training image, scores the network's
-output against the best of the mean / max / Laplacian baselines on that same image. Each
-metric's reward stops at a small margin above the best baseline, so no single metric (e.g.
-sharpness) can be bought by giving up the others.
+the sources alone; histograms are soft-binned) that agree with metrics.py on 8-bit images, and
+an objective that, per training image, scores the network's output against the best of the
+mean / max / Laplacian baselines on that same image. Each metric's reward stops at a small
+margin above the best baseline, so no single metric (e.g. sharpness) can be bought by giving
+up the others.
 """
 
 from __future__ import annotations
@@ -118,7 +118,7 @@ def _correlation(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 
 def metric_surrogates(a: torch.Tensor, b: torch.Tensor, f: torch.Tensor) -> dict[str, torch.Tensor]:
-    """The eight metrics of ``OBJECTIVE_METRICS`` for (N, 1, H, W) images in [0, 1]: one value
+    """The metrics of ``OBJECTIVE_METRICS`` for (N, 1, H, W) images in [0, 1]: one value
     per image, on the 8-bit protocol's grey-level scale (metrics.fusion_metrics)."""
     ga, gb, gf = a * 255, b * 255, f * 255
     dx, dy = gf[..., :, 1:] - gf[..., :, :-1], gf[..., 1:, :] - gf[..., :-1, :]

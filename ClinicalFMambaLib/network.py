@@ -19,7 +19,8 @@ from .mamba_blocks import AXIAL_ONLY, CrossModalFusionMamba, MambaBlock
 
 @dataclass(frozen=True)
 class FusionConfig:
-    """Defaults are the shipped, CPU-lean model; the paper's is widths (32, 64, 128),
+    """Defaults are the shipped, CPU-lean widths and depths (the shipped configurations, with
+    their stem strides, are ``DEFAULT_CONFIGS``); the paper's is widths (32, 64, 128),
     latent_blocks 5 (see docs/results.md for the speed of each)."""
 
     spatial_dims: int = 2
@@ -132,7 +133,7 @@ class UpBlock(nn.Module):
 class FusionNet(nn.Module):
     """Fuses two co-registered single-channel images/volumes in [0, 1] into one in [0, 1]."""
 
-    def __init__(self, cfg: FusionConfig = FusionConfig()):
+    def __init__(self, cfg: FusionConfig = DEFAULT_CONFIGS[2]):
         super().__init__()
         self.cfg = cfg
         dims, (c1, c2, c3) = cfg.spatial_dims, cfg.widths

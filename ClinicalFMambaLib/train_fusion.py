@@ -11,6 +11,7 @@ import json
 import math
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,8 +26,9 @@ from .harvard_data import CropDataset, find_pairs, load_luma_pair, split_by_case
 from .losses import fusion_loss
 from .metric_objective import MetricObjective
 from .metrics import fusion_metrics, paper_metrics
-from .network import FusionConfig, FusionNet, parameter_count
+from .network import DEFAULT_CONFIGS, FusionConfig, FusionNet, parameter_count
 from .weights import load_weights, provenance, save_weights
+
 
 @dataclass
 class TrainSettings:
@@ -77,7 +79,7 @@ def _target_cache(settings: TrainSettings) -> Path:
 
 
 def validate(model: FusionNet, pairs: list[tuple[str, np.ndarray, np.ndarray]],
-             objective=fusion_loss) -> dict:
+             objective: Callable = fusion_loss) -> dict:
     """Mean loss (``objective``) and quality metrics per group (8-bit field metrics in 2D, the
     paper's SSIM and PSNR in 3D) on the validation images or crops."""
     per_type = defaultdict(list)
@@ -95,7 +97,7 @@ def validate(model: FusionNet, pairs: list[tuple[str, np.ndarray, np.ndarray]],
     return summary
 
 
-def train(settings: TrainSettings, config: FusionConfig = FusionConfig()) -> dict:
+def train(settings: TrainSettings, config: FusionConfig = DEFAULT_CONFIGS[2]) -> dict:
     torch.manual_seed(settings.seed)
     dataset, val_pairs, split = _data(settings, config.spatial_dims)
     objective = (MetricObjective(deficit_weight=settings.deficit_weight)

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from ClinicalFMambaLib.mamba_blocks import AXIS_ORDERS, flatten_in_orders, unflatten_orders
-from ClinicalFMambaLib.network import FusionConfig, FusionNet, parameter_count
+from ClinicalFMambaLib.network import DEFAULT_CONFIGS, FusionConfig, FusionNet, parameter_count
 
 torch.set_num_threads(1)
 TINY = FusionConfig(widths=(4, 8, 8), latent_blocks=1, decoder_blocks=1, d_state=2)
@@ -78,7 +78,7 @@ def test_gradients_reach_every_parameter():
 
 
 def test_shipped_configuration_is_smaller_than_the_papers():
-    assert parameter_count(FusionNet(FusionConfig())) < 4.05e6
+    assert parameter_count(FusionNet(DEFAULT_CONFIGS[2])) < 4.05e6
     paper = FusionConfig(widths=(32, 64, 128), latent_blocks=5, decoder_blocks=2)
     assert 2e6 < parameter_count(FusionNet(paper)) < 4.05e6
 
