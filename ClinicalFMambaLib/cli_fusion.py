@@ -145,6 +145,20 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
 
 
+def _metric_weight(text: str) -> tuple[str, float]:
+    """``NAME=W`` of --metric-weight, checked against the objective's metrics."""
+    from .metric_objective import OBJECTIVE_METRICS
+
+    name, _, weight = text.partition("=")
+    if name not in OBJECTIVE_METRICS:
+        raise argparse.ArgumentTypeError(
+            f"unknown metric {name!r}; the objective has {', '.join(OBJECTIVE_METRICS)}")
+    try:
+        return name, float(weight)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected NAME=W with a number W") from None
+
+
 def _train_fusion(args: argparse.Namespace) -> int:
     import torch
 
@@ -154,7 +168,9 @@ def _train_fusion(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.axial_only_scan and args.dim != 3:
-        raise SystemExit("--axial-only-scan applies to --dim 3 only")
+        raise ValueError("--axial-only-scan applies to --dim 3 only")
+    if args.objective != "metrics" and (args.deficit_weight != 1 or args.metric_weight):
+        raise ValueError("--deficit-weight and --metric-weight apply to --objective metrics only")
     defaults = TRAIN_DEFAULTS[args.dim]
     settings = TrainSettings(
         data_root=Path(args.data or defaults["data"]),
@@ -164,6 +180,7 @@ def _train_fusion(args: argparse.Namespace) -> int:
         batch_size=args.batch_size or defaults["batch_size"], lr=args.lr, seed=args.seed,
         target_weight=args.target_weight, target_cache=args.target_cache,
         objective=args.objective, deficit_weight=args.deficit_weight,
+        metric_weights=dict(args.metric_weight) or None,
         init_weights=args.init_weights,
         command="clinicalfmamba " + shlex.join(args.argv))
     config = DEFAULT_CONFIGS[args.dim]
@@ -250,6 +267,10 @@ def register(commands) -> None:
     p.add_argument("--deficit-weight", type=float, default=1.0,
                    help="metrics objective: how many times a metric's shortfall against the "
                         "best baseline counts compared with its gain (1: symmetric)")
+    p.add_argument("--metric-weight", type=_metric_weight, action="append", default=[],
+                   metavar="NAME=W",
+                   help="metrics objective: weight of one metric's term (default 1; 0 leaves it "
+                        "out); repeat for several metrics")
     p.add_argument("--init-weights", type=Path, default=None,
                    help="start from these weights (same configuration) instead of at random")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch default)")

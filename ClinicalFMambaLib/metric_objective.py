@@ -147,12 +147,19 @@ class MetricObjective:
     """Loss = minus the sum over ``OBJECTIVE_METRICS`` of each metric's gain over the best
     baseline on the same image, relative to that baseline's batch mean and capped at
     ``margin``; a shortfall counts ``deficit_weight`` times (above 1, the metrics still behind
-    a baseline pull harder than those already ahead). 3D batches are scored on every
-    ``slice_step``-th axial slice, the baselines being computed on the whole patch (as they
-    are on whole volumes)."""
+    a baseline pull harder than those already ahead). ``metric_weights`` scales single
+    metrics' terms (e.g. {"MI": 0} leaves MI out; unnamed metrics count once). 3D batches are
+    scored on every ``slice_step``-th axial slice, the baselines being computed on the whole
+    patch (as they are on whole volumes)."""
 
-    def __init__(self, margin: float = 0.03, slice_step: int = 4, deficit_weight: float = 1.0):
+    def __init__(self, margin: float = 0.03, slice_step: int = 4, deficit_weight: float = 1.0,
+                 metric_weights: dict[str, float] | None = None):
+        unknown = set(metric_weights or {}) - set(OBJECTIVE_METRICS)
+        if unknown:
+            raise ValueError(f"unknown metric(s) {sorted(unknown)}: the objective has "
+                             f"{', '.join(OBJECTIVE_METRICS)}")
         self.margin, self.slice_step, self.deficit_weight = margin, slice_step, deficit_weight
+        self.metric_weights = {k: 1.0 for k in OBJECTIVE_METRICS} | dict(metric_weights or {})
 
     def __call__(self, fused: torch.Tensor, a: torch.Tensor, b: torch.Tensor
                  ) -> tuple[torch.Tensor, dict[str, float]]:
@@ -169,6 +176,7 @@ class MetricObjective:
         ours = metric_surrogates(a, b, fused)
         gains = {k: ((ours[k] - best[k]) / (best[k].abs().mean() + 1e-6)).mean()
                  for k in OBJECTIVE_METRICS}
-        loss = -sum(g.clamp(max=self.margin) + (self.deficit_weight - 1) * g.clamp(max=0)
-                    for g in gains.values())
+        loss = -sum(self.metric_weights[k]
+                    * (g.clamp(max=self.margin) + (self.deficit_weight - 1) * g.clamp(max=0))
+                    for k, g in gains.items())
         return loss, {k: g.item() for k, g in gains.items()}

@@ -48,6 +48,7 @@ class TrainSettings:
     target_cache: Path | None = None  # default: workdir/targets (shareable between runs)
     objective: str = "paper"  # "paper": the paper's loss; "metrics": metric_objective.py
     deficit_weight: float = 1.0  # metrics objective: weight of a shortfall vs a baseline
+    metric_weights: dict[str, float] | None = None  # metrics objective: per-metric weights
     init_weights: Path | None = None  # start from these weights (fine-tuning)
     command: str = ""
 
@@ -100,7 +101,8 @@ def validate(model: FusionNet, pairs: list[tuple[str, np.ndarray, np.ndarray]],
 def train(settings: TrainSettings, config: FusionConfig = DEFAULT_CONFIGS[2]) -> dict:
     torch.manual_seed(settings.seed)
     dataset, val_pairs, split = _data(settings, config.spatial_dims)
-    objective = (MetricObjective(deficit_weight=settings.deficit_weight)
+    objective = (MetricObjective(deficit_weight=settings.deficit_weight,
+                                 metric_weights=settings.metric_weights)
                  if settings.objective == "metrics" else fusion_loss)
     model = FusionNet(config)
     origin = provenance(settings.init_weights) if settings.init_weights else None
@@ -158,6 +160,7 @@ def train(settings: TrainSettings, config: FusionConfig = DEFAULT_CONFIGS[2]) ->
                 "command": settings.command, "epoch": epoch + 1, "epochs": settings.epochs,
                 "parameters": parameter_count(model), "validation": val,
                 "objective": settings.objective, "deficit_weight": settings.deficit_weight,
+                "metric_weights": settings.metric_weights,
                 "init_weights": origin,
                 "validation_cases": split})
         torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict(),

@@ -91,3 +91,15 @@ def test_a_shortfall_counts_deficit_weight_times():
     shortfall = sum(min(g, 0) for g in gains.values())
     assert shortfall < 0
     assert weighted.item() == pytest.approx(symmetric.item() - 2 * shortfall, rel=1e-5)
+
+
+def test_metric_weights_scale_single_terms():
+    torch.manual_seed(0)
+    a, b = torch.rand(2, 1, 1, 64, 64).unbind(0)
+    fused = (a + b) / 2 * 0.8
+    base, gains = MetricObjective()(fused, a, b)
+    weighted, _ = MetricObjective(metric_weights={"MI": 0, "VIF": 3})(fused, a, b)
+    term = {k: min(g, 0.03) for k, g in gains.items()}
+    assert weighted.item() == pytest.approx(base.item() + term["MI"] - 2 * term["VIF"], rel=1e-5)
+    with pytest.raises(ValueError, match="PSNR"):
+        MetricObjective(metric_weights={"PSNR": 1})

@@ -83,6 +83,7 @@ def test_fine_tuning_on_the_metric_objective_starts_from_the_given_weights(tmp_p
     args = ["train-fusion", "--data", str(data), "--output", str(weights), "--workdir",
             str(tmp_path / "run"), "--epochs", "1", "--crop", "64", "--batch-size", "2",
             "--threads", "1", "--objective", "metrics", "--deficit-weight", "2",
+            "--metric-weight", "MI=0", "--metric-weight", "VIF=2",
             "--target-weight", "0", "--lr", "1e-5", "--init-weights", str(bundled(BUNDLED_MODELS[2]))]
     assert main(args) == 0
     start, _ = load_weights(bundled(BUNDLED_MODELS[2]))
@@ -92,9 +93,31 @@ def test_fine_tuning_on_the_metric_objective_starts_from_the_given_weights(tmp_p
     assert 0 < max(changes) < 1e-2
     entry = json.loads((weights.parent / "MANIFEST.json").read_text())[weights.name]
     assert entry["objective"] == "metrics" and entry["deficit_weight"] == 2
+    assert entry["metric_weights"] == {"MI": 0, "VIF": 2}
     assert entry["init_weights"]["sha256"] == sha256_of(bundled(BUNDLED_MODELS[2]))
     assert "train-fusion" in entry["init_weights"]["command"]
     # A 3D network's weights cannot seed the 2D one.
     assert main(args[:-1] + [str(bundled(BUNDLED_MODELS[3])), "--workdir",
                              str(tmp_path / "r2")]) == 2
     assert "another configuration" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("options, message", [
+    (["--deficit-weight", "3"], "apply to --objective metrics only"),
+    (["--metric-weight", "MI=0"], "apply to --objective metrics only"),
+    (["--axial-only-scan"], "--dim 3 only"),
+])
+def test_train_fusion_refuses_options_that_would_be_ignored(tmp_path, capsys, options, message):
+    from ClinicalFMambaLib.cli import main
+
+    assert main(["train-fusion", "--workdir", str(tmp_path), *options]) == 2
+    assert message in capsys.readouterr().err
+    assert not any(tmp_path.iterdir())
+
+
+def test_train_fusion_names_an_unknown_metric(capsys):
+    from ClinicalFMambaLib.cli import main
+
+    with pytest.raises(SystemExit):
+        main(["train-fusion", "--objective", "metrics", "--metric-weight", "PSNR=1"])
+    assert "unknown metric 'PSNR'" in capsys.readouterr().err
