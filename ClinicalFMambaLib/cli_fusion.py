@@ -154,9 +154,12 @@ def _metric_weight(text: str) -> tuple[str, float]:
         raise argparse.ArgumentTypeError(
             f"unknown metric {name!r}; the objective has {', '.join(OBJECTIVE_METRICS)}")
     try:
-        return name, float(weight)
+        value = float(weight)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r}: expected NAME=W with a number W") from None
+    if not value >= 0:  # a negative weight would reward losing to the baselines
+        raise argparse.ArgumentTypeError(f"{text!r}: the weight must be >= 0")
+    return name, value
 
 
 def _train_fusion(args: argparse.Namespace) -> int:

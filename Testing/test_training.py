@@ -115,9 +115,11 @@ def test_train_fusion_refuses_options_that_would_be_ignored(tmp_path, capsys, op
     assert not any(tmp_path.iterdir())
 
 
-def test_train_fusion_names_an_unknown_metric(capsys):
+@pytest.mark.parametrize("option, message", [
+    ("PSNR=1", "unknown metric 'PSNR'"), ("MI=-1", "must be >= 0"), ("MI=x", "expected NAME=W")])
+def test_train_fusion_refuses_a_bad_metric_weight(capsys, option, message):
     from ClinicalFMambaLib.cli import main
 
     with pytest.raises(SystemExit):
-        main(["train-fusion", "--objective", "metrics", "--metric-weight", "PSNR=1"])
-    assert "unknown metric 'PSNR'" in capsys.readouterr().err
+        main(["train-fusion", "--objective", "metrics", "--metric-weight", option])
+    assert message in capsys.readouterr().err
