@@ -17,6 +17,7 @@ import torch
 from tqdm import tqdm
 
 from .losses import FusionLoss
+from .metric_objective import MetricObjective
 
 
 def optimise_pair(a: np.ndarray, b: np.ndarray, steps: int = 40, lr: float = 0.12) -> np.ndarray:
@@ -28,6 +29,24 @@ def optimise_pair(a: np.ndarray, b: np.ndarray, steps: int = 40, lr: float = 0.1
     loss_of = FusionLoss(ta, tb)
     for _ in range(steps):
         loss, _ = loss_of(torch.sigmoid(logits))
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+    return torch.sigmoid(logits)[0, 0].detach().numpy()
+
+
+def optimise_pair_metrics(start: np.ndarray, a: np.ndarray, b: np.ndarray,
+                          objective: MetricObjective, steps: int = 300, lr: float = 0.01
+                          ) -> np.ndarray:
+    """Maximise the metric objective over the pixels of F for one pair, from ``start`` (e.g.
+    a network's output; float [0, 1] arrays, Adam in logit space). The result shows which
+    metric combinations are reachable near ``start`` (scripts/metric_headroom.py)."""
+    ta, tb, tf = (torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))[None, None]
+                  for x in (a, b, start))
+    logits = torch.logit(tf.clamp(1e-3, 1 - 1e-3)).requires_grad_()
+    optimiser = torch.optim.Adam([logits], lr=lr)
+    for _ in range(steps):
+        loss, _ = objective(torch.sigmoid(logits), ta, tb)
         optimiser.zero_grad()
         loss.backward()
         optimiser.step()

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from ClinicalFMambaLib.fusion_targets import optimise_pair
+from ClinicalFMambaLib.fusion_targets import optimise_pair, optimise_pair_metrics
 from ClinicalFMambaLib.losses import fusion_loss, sobel_magnitude, ssim
 
 torch.set_num_threads(1)
@@ -28,6 +28,22 @@ def test_sobel_sees_edges_across_slices_in_3d():
     v[:, :, 4:] = 1  # an edge between slices only
     assert sobel_magnitude(v).sum() > 0
     assert sobel_magnitude(v[:, :, 0]).sum() == 0  # within a slice there is no edge
+
+
+@needs_data
+def test_metric_optimum_improves_the_objective_from_its_start():
+    from ClinicalFMambaLib.harvard_data import find_pairs, load_luma_pair
+    from ClinicalFMambaLib.metric_objective import MetricObjective
+
+    a, b = (x[96:160, 96:160] for x in load_luma_pair(find_pairs(HARVARD)[0]))
+    start = np.maximum(a, b)
+    kept = [x.copy() for x in (a, b, start)]
+    objective = MetricObjective(deficit_weight=3)
+    optimum = optimise_pair_metrics(start, a, b, objective, steps=10, lr=0.02)
+    t = lambda x: torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))[None, None]
+    assert optimum.shape == a.shape and 0 <= optimum.min() and optimum.max() <= 1
+    assert objective(t(optimum), t(a), t(b))[0] < objective(t(start), t(a), t(b))[0]
+    assert all(np.array_equal(x, y) for x, y in zip(kept, (a, b, start)))  # inputs untouched
 
 
 @needs_data

@@ -21,23 +21,10 @@ import torch
 
 from ClinicalFMambaLib.baselines import BASELINES
 from ClinicalFMambaLib.fusion import fuse_normalized, load_fusion_model
+from ClinicalFMambaLib.fusion_targets import optimise_pair_metrics
 from ClinicalFMambaLib.harvard_data import find_pairs, load_luma_pair, split_by_case
 from ClinicalFMambaLib.metric_objective import MetricObjective
 from ClinicalFMambaLib.metrics import METRIC_NAMES, fusion_metrics
-
-
-def optimise_pixels(start: np.ndarray, a: np.ndarray, b: np.ndarray, objective: MetricObjective,
-                    steps: int, lr: float) -> np.ndarray:
-    """``start`` moved by ``steps`` Adam steps on ``objective``, in logit space."""
-    ta, tb, tf = (torch.from_numpy(np.asarray(x, np.float32))[None, None] for x in (a, b, start))
-    logits = torch.logit(tf.clamp(1e-3, 1 - 1e-3)).requires_grad_()
-    optimiser = torch.optim.Adam([logits], lr=lr)
-    for _ in range(steps):
-        loss, _ = objective(torch.sigmoid(logits), ta, tb)
-        optimiser.zero_grad()
-        loss.backward()
-        optimiser.step()
-    return torch.sigmoid(logits)[0, 0].detach().numpy()
 
 
 def main() -> None:
@@ -58,7 +45,8 @@ def main() -> None:
     for pair in val[::args.every]:
         a, b = load_luma_pair(pair)
         fused = {"model": fuse_normalized(model, a, b)}
-        fused["optimised"] = optimise_pixels(fused["model"], a, b, objective, args.steps, args.lr)
+        fused["optimised"] = optimise_pair_metrics(fused["model"], a, b, objective,
+                                                   args.steps, args.lr)
         fused.update({name: fn(a, b) for name, fn in BASELINES.items()})
         for method, image in fused.items():
             rows[pair.pair_type][method].append(fusion_metrics(a, b, image))
