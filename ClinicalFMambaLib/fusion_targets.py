@@ -20,13 +20,11 @@ from .losses import FusionLoss
 from .metric_objective import MetricObjective
 
 
-def optimise_pair(a: np.ndarray, b: np.ndarray, steps: int = 40, lr: float = 0.12) -> np.ndarray:
-    """Minimise the fusion loss over the pixels of F for one pair (float [0, 1] arrays)."""
-    ta, tb = (torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))[None, None]
-              for x in (a, b))
-    logits = torch.logit(torch.maximum(ta, tb).clamp(1e-3, 1 - 1e-3)).requires_grad_()
+def _descend(start: torch.Tensor, loss_of: Callable, steps: int, lr: float) -> np.ndarray:
+    """``start`` ((1, 1, ...) in [0, 1]) moved by ``steps`` Adam steps on ``loss_of(F)[0]``,
+    in logit space so that F stays in (0, 1)."""
+    logits = torch.logit(start.clamp(1e-3, 1 - 1e-3)).requires_grad_()
     optimiser = torch.optim.Adam([logits], lr=lr)
-    loss_of = FusionLoss(ta, tb)
     for _ in range(steps):
         loss, _ = loss_of(torch.sigmoid(logits))
         optimiser.zero_grad()
@@ -35,22 +33,24 @@ def optimise_pair(a: np.ndarray, b: np.ndarray, steps: int = 40, lr: float = 0.1
     return torch.sigmoid(logits)[0, 0].detach().numpy()
 
 
+def _tensor(x: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))[None, None]
+
+
+def optimise_pair(a: np.ndarray, b: np.ndarray, steps: int = 40, lr: float = 0.12) -> np.ndarray:
+    """Minimise the fusion loss over the pixels of F for one pair (float [0, 1] arrays)."""
+    ta, tb = _tensor(a), _tensor(b)
+    return _descend(torch.maximum(ta, tb), FusionLoss(ta, tb), steps, lr)
+
+
 def optimise_pair_metrics(start: np.ndarray, a: np.ndarray, b: np.ndarray,
                           objective: MetricObjective, steps: int = 300, lr: float = 0.01
                           ) -> np.ndarray:
     """Maximise the metric objective over the pixels of F for one pair, from ``start`` (e.g.
-    a network's output; float [0, 1] arrays, Adam in logit space). The result shows which
-    metric combinations are reachable near ``start`` (scripts/metric_headroom.py)."""
-    ta, tb, tf = (torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))[None, None]
-                  for x in (a, b, start))
-    logits = torch.logit(tf.clamp(1e-3, 1 - 1e-3)).requires_grad_()
-    optimiser = torch.optim.Adam([logits], lr=lr)
-    for _ in range(steps):
-        loss, _ = objective(torch.sigmoid(logits), ta, tb)
-        optimiser.zero_grad()
-        loss.backward()
-        optimiser.step()
-    return torch.sigmoid(logits)[0, 0].detach().numpy()
+    a network's output; float [0, 1] arrays). The result shows which metric combinations are
+    reachable near ``start`` (scripts/metric_headroom.py)."""
+    ta, tb = _tensor(a), _tensor(b)
+    return _descend(_tensor(start), lambda f: objective(f, ta, tb), steps, lr)
 
 
 def _cached(path: Path, compute: Callable[[], np.ndarray]) -> np.ndarray:
