@@ -182,6 +182,7 @@ def _train_fusion(args: argparse.Namespace) -> int:
         epochs=args.epochs, crop=args.crop or defaults["crop"],
         batch_size=args.batch_size or defaults["batch_size"], lr=args.lr, seed=args.seed,
         target_weight=args.target_weight, target_cache=args.target_cache,
+        targets=args.targets, target_steps=args.target_steps,
         objective=args.objective, deficit_weight=args.deficit_weight,
         metric_weights=dict(args.metric_weight) or None,
         init_weights=args.init_weights,
@@ -258,11 +259,16 @@ def register(commands) -> None:
     p.add_argument("--lr", type=float, default=5e-4)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--target-weight", type=float, default=10.0,
-                   help="weight of the L1 pull towards each pair's loss optimum "
-                        "(ClinicalFMambaLib/fusion_targets.py; 0 trains on the loss alone)")
+                   help="weight of the L1 pull towards each pair's target (--targets; "
+                        "ClinicalFMambaLib/fusion_targets.py; 0 trains on the loss alone)")
     p.add_argument("--target-cache", type=Path, default=None,
-                   help="folder of the cached loss optima (default: WORKDIR/targets); runs on "
-                        "the same data can share it")
+                   help="folder of the cached targets (default: WORKDIR/targets); runs on "
+                        "the same data and targets can share it")
+    p.add_argument("--targets", choices=("loss-optima", "metric-optima"), default="loss-optima",
+                   help="2D: what the L1 pull aims at: each pair's optimum of the paper's loss, or "
+                        "of the metrics objective reached from the --init-weights model's output")
+    p.add_argument("--target-steps", type=int, default=120,
+                   help="metric-optima: Adam steps per image (about 0.25 s each for 256x256)")
     p.add_argument("--objective", choices=("paper", "metrics"), default="paper",
                    help="paper: the paper's intensity/gradient/SSIM loss; metrics: reward the "
                         "8-bit fusion metrics over the best classical baseline of each image "

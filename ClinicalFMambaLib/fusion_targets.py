@@ -5,10 +5,16 @@ steps leave it at its starting point, max fusion. Minimising the same loss direc
 pixels of one pair (from the max-fusion start, in logit space) takes about a second and gives
 that pair's optimum under the loss. The network is then trained on the loss plus an L1 pull
 towards these optima (amortised optimisation): no ground truth enters anywhere.
+
+The same holds for the metric objective (metric_objective.py): its optimum for one image,
+reached from a trained network's output, is a target that network can be fine-tuned towards
+(``optimise_pair_metrics``; ``claim_cache`` keeps such targets apart from those of other
+starting weights).
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Callable
 
@@ -75,8 +81,27 @@ def cached_volume_target(a: np.ndarray, b: np.ndarray, box: tuple[slice, ...], p
     return _cached(path, compute)
 
 
-def cached_targets(pairs: list, images: list[np.ndarray], cache: Path) -> list[np.ndarray]:
-    """Targets for (2, H, W) image pairs, computed once and kept in ``cache`` (.npy)."""
+def cached_targets(pairs: list, images: list[np.ndarray], cache: Path,
+                   optimise: Callable[[np.ndarray], np.ndarray] | None = None,
+                   desc: str = "loss optima") -> list[np.ndarray]:
+    """Targets for (2, H, W) image pairs, computed once by ``optimise(image)`` (default: the
+    loss optimum, ``optimise_pair``) and kept in ``cache`` (.npy, one file per pair)."""
+    optimise = optimise or (lambda image: optimise_pair(image[0], image[1]))
     return [_cached(cache / (pair.name.replace("/", "_") + ".npy"),
-                    lambda image=image: optimise_pair(image[0], image[1]))
-            for pair, image in tqdm(list(zip(pairs, images)), desc="loss optima", unit="pair")]
+                    lambda image=image: optimise(image))
+            for pair, image in tqdm(list(zip(pairs, images)), desc=desc, unit="pair")]
+
+
+def claim_cache(cache: Path, source: dict) -> None:
+    """Record in ``cache`` what its targets are computed from, or refuse a folder whose
+    targets came from something else (other starting weights or objective settings): a file
+    name alone cannot tell such targets apart."""
+    record = cache / "SOURCE.json"
+    if record.exists():
+        found = json.loads(record.read_text())
+        if found != source:
+            raise ValueError(f"{cache} holds targets computed from {found}, not from {source}; "
+                             "choose another --target-cache")
+        return
+    cache.mkdir(parents=True, exist_ok=True)
+    record.write_text(json.dumps(source, indent=1))

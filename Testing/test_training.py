@@ -84,17 +84,23 @@ def test_short_training_run_writes_verified_weights_and_resumes(tmp_path, capsys
     assert "resumed" in capsys.readouterr().out
 
 
+def _spect_subset(tmp_path: Path) -> Path:
+    """Three real SPECT-MRI pairs: case 10 (two slices) trains, case 9 is held back."""
+    data = tmp_path / "harvard"
+    for folder in ("MRI", "SPECT"):
+        (data / "SPECT-MRI" / folder).mkdir(parents=True)
+        for name in ("10012.png", "10013.png", "9010.png"):
+            shutil.copy(HARVARD / "SPECT-MRI" / folder / name, data / "SPECT-MRI" / folder / name)
+    return data
+
+
 @needs_data
 def test_fine_tuning_on_the_metric_objective_starts_from_the_given_weights(tmp_path, capsys):
     from ClinicalFMambaLib.cli import main
     from ClinicalFMambaLib.fusion import BUNDLED_MODELS
     from ClinicalFMambaLib.weights import bundled, load_weights, sha256_of
 
-    data = tmp_path / "harvard"
-    for folder in ("MRI", "SPECT"):
-        (data / "SPECT-MRI" / folder).mkdir(parents=True)
-        for name in ("10012.png", "10013.png", "9010.png"):  # case 10 trains, 9 is held back
-            shutil.copy(HARVARD / "SPECT-MRI" / folder / name, data / "SPECT-MRI" / folder / name)
+    data = _spect_subset(tmp_path)
     weights = tmp_path / "w" / "fusion2d.safetensors"
     args = ["train-fusion", "--data", str(data), "--output", str(weights), "--workdir",
             str(tmp_path / "run"), "--epochs", "1", "--crop", "64", "--batch-size", "2",
@@ -118,7 +124,40 @@ def test_fine_tuning_on_the_metric_objective_starts_from_the_given_weights(tmp_p
     assert "another configuration" in capsys.readouterr().err
 
 
+@needs_data
+def test_metric_optima_targets_are_cached_per_starting_weights(tmp_path, capsys):
+    from ClinicalFMambaLib.cli import main
+    from ClinicalFMambaLib.fusion import BUNDLED_MODELS, fuse_normalized, load_fusion_model
+    from ClinicalFMambaLib.harvard_data import find_pairs, load_luma_pair
+    from ClinicalFMambaLib.weights import bundled, sha256_of
+
+    data = _spect_subset(tmp_path)
+    start = bundled(BUNDLED_MODELS[2])
+    weights, cache = tmp_path / "w" / "fusion2d.safetensors", tmp_path / "targets"
+    args = ["train-fusion", "--data", str(data), "--output", str(weights), "--workdir",
+            str(tmp_path / "run"), "--epochs", "1", "--crop", "64", "--batch-size", "2",
+            "--threads", "1", "--objective", "metrics", "--deficit-weight", "3",
+            "--targets", "metric-optima", "--target-steps", "3", "--target-cache", str(cache),
+            "--lr", "1e-5", "--init-weights", str(start)]
+    assert main(args) == 0
+    source = json.loads((cache / "SOURCE.json").read_text())
+    assert source["start_weights"] == sha256_of(start) and source["steps"] == 3
+    entry = json.loads((weights.parent / "MANIFEST.json").read_text())[weights.name]
+    assert entry["targets"] == "metric-optima"
+    # One target per training pair (every 2nd slice), a few steps away from the starting model's output.
+    pair = next(p for p in find_pairs(data) if p.name.endswith("10012"))
+    target = np.load(cache / (pair.name.replace("/", "_") + ".npy"))
+    fused = fuse_normalized(load_fusion_model(start, device="cpu"), *load_luma_pair(pair))
+    assert len(list(cache.glob("*.npy"))) == 1  # every 2nd training slice: 10012 only
+    assert 0 < np.abs(target - fused).max() < 0.2
+    # Targets optimised from other weights are not reused under these.
+    assert main(args[:-1] + [str(weights), "--workdir", str(tmp_path / "r2")]) == 2
+    assert "holds targets computed from" in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("options, message", [
+    (["--targets", "metric-optima", "--objective", "metrics"], "need --dim 2, --objective metrics"),
+    (["--targets", "metric-optima", "--init-weights", "w.safetensors"], "need --dim 2"),
     (["--deficit-weight", "3"], "apply to --objective metrics only"),
     (["--metric-weight", "MI=0"], "apply to --objective metrics only"),
     (["--axial-only-scan"], "--dim 3 only"),
