@@ -81,14 +81,16 @@ def cached_volume_target(a: np.ndarray, b: np.ndarray, box: tuple[slice, ...], p
     return _cached(path, compute)
 
 
+def target_file(cache: Path, pair) -> Path:
+    """Where ``cache`` keeps the target of one Harvard pair."""
+    return cache / (pair.name.replace("/", "_") + ".npy")
+
+
 def cached_targets(pairs: list, images: list[np.ndarray], cache: Path,
-                   optimise: Callable[[np.ndarray], np.ndarray] | None = None,
-                   desc: str = "loss optima") -> list[np.ndarray]:
-    """Targets for (2, H, W) image pairs, computed once by ``optimise(image)`` (default: the
-    loss optimum, ``optimise_pair``) and kept in ``cache`` (.npy, one file per pair)."""
-    optimise = optimise or (lambda image: optimise_pair(image[0], image[1]))
-    return [_cached(cache / (pair.name.replace("/", "_") + ".npy"),
-                    lambda image=image: optimise(image))
+                   optimise: Callable[[np.ndarray], np.ndarray], desc: str) -> list[np.ndarray]:
+    """Targets ``optimise(image)`` for (2, H, W) image pairs, computed once and kept in
+    ``cache`` (one .npy per pair); ``desc`` labels the progress bar."""
+    return [_cached(target_file(cache, pair), lambda image=image: optimise(image))
             for pair, image in tqdm(list(zip(pairs, images)), desc=desc, unit="pair")]
 
 

@@ -21,7 +21,8 @@ from tqdm import tqdm
 
 from .brain3d_data import PatchDataset3D, find_cases, split_cases, validation_crops
 from .fusion import fuse_normalized, load_fusion_model
-from .fusion_targets import cached_targets, claim_cache, optimise_pair_metrics
+from .fusion_targets import (cached_targets, claim_cache, optimise_pair,
+                             optimise_pair_metrics)
 from .harvard_data import CropDataset, find_pairs, load_luma_pair, split_by_case
 from .losses import fusion_loss
 from .metric_objective import MetricObjective
@@ -57,11 +58,12 @@ class TrainSettings:
     command: str = ""
 
 
-def _metric_optimiser(settings: TrainSettings, objective: Callable) -> tuple:
-    """For ``targets="metric-optima"``: (optimise(image), progress label) that moves the
-    ``init_weights`` model's output to the objective's optimum for that image; else ()."""
+def _target_optimiser(settings: TrainSettings, objective: Callable) -> tuple:
+    """(optimise(image), progress label) for the 2D targets: the loss optimum of the pair, or
+    (``targets="metric-optima"``) the objective's optimum reached from the ``init_weights``
+    model's output, in a cache that records that source."""
     if settings.targets == "loss-optima":
-        return ()
+        return lambda image: optimise_pair(image[0], image[1]), "loss optima"
     claim_cache(_target_cache(settings), {
         "start_weights": sha256_of(settings.init_weights), "steps": settings.target_steps,
         "lr": METRIC_TARGET_LR, "deficit_weight": settings.deficit_weight,
@@ -86,7 +88,7 @@ def _data(settings: TrainSettings, dims: int, objective: Callable):
         dataset = CropDataset(train_pairs, settings.crop, settings.seed)
         if settings.target_weight:
             targets = cached_targets(train_pairs, dataset.images, _target_cache(settings),
-                                     *_metric_optimiser(settings, objective))
+                                     *_target_optimiser(settings, objective))
             dataset.images = [np.concatenate([image, t[None]])
                               for image, t in zip(dataset.images, targets)]
         return (dataset, val,

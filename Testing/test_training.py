@@ -8,12 +8,16 @@ import numpy as np
 import pytest
 import torch
 
-from ClinicalFMambaLib.fusion_targets import optimise_pair, optimise_pair_metrics
+from ClinicalFMambaLib.fusion_targets import optimise_pair, optimise_pair_metrics, target_file
 from ClinicalFMambaLib.losses import fusion_loss, sobel_magnitude, ssim
 
 torch.set_num_threads(1)
 HARVARD = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "harvard"
 needs_data = pytest.mark.skipif(not HARVARD.exists(), reason="../shared/data/harvard not present")
+
+
+def _t(x: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))[None, None]
 
 
 def test_loss_is_zero_only_for_a_perfect_fusion_of_identical_inputs():
@@ -40,9 +44,8 @@ def test_metric_optimum_improves_the_objective_from_its_start():
     kept = [x.copy() for x in (a, b, start)]
     objective = MetricObjective(deficit_weight=3)
     optimum = optimise_pair_metrics(start, a, b, objective, steps=10, lr=0.02)
-    t = lambda x: torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))[None, None]
     assert optimum.shape == a.shape and 0 <= optimum.min() and optimum.max() <= 1
-    assert objective(t(optimum), t(a), t(b))[0] < objective(t(start), t(a), t(b))[0]
+    assert objective(_t(optimum), _t(a), _t(b))[0] < objective(_t(start), _t(a), _t(b))[0]
     assert all(np.array_equal(x, y) for x, y in zip(kept, (a, b, start)))  # inputs untouched
 
 
@@ -52,9 +55,8 @@ def test_loss_optimum_beats_max_fusion_under_the_loss():
 
     a, b = (x[96:160, 96:160] for x in load_luma_pair(find_pairs(HARVARD)[0]))
     target = optimise_pair(a, b, steps=15)
-    t = lambda x: torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))[None, None]
     assert target.shape == a.shape and 0 <= target.min() and target.max() <= 1
-    assert fusion_loss(t(target), t(a), t(b))[0] < fusion_loss(t(np.maximum(a, b)), t(a), t(b))[0]
+    assert fusion_loss(_t(target), _t(a), _t(b))[0] < fusion_loss(_t(np.maximum(a, b)), _t(a), _t(b))[0]
 
 
 @needs_data
@@ -146,7 +148,7 @@ def test_metric_optima_targets_are_cached_per_starting_weights(tmp_path, capsys)
     assert entry["targets"] == "metric-optima"
     # One target per training pair (every 2nd slice), a few steps away from the starting model's output.
     pair = next(p for p in find_pairs(data) if p.name.endswith("10012"))
-    target = np.load(cache / (pair.name.replace("/", "_") + ".npy"))
+    target = np.load(target_file(cache, pair))
     fused = fuse_normalized(load_fusion_model(start, device="cpu"), *load_luma_pair(pair))
     assert len(list(cache.glob("*.npy"))) == 1  # every 2nd training slice: 10012 only
     assert 0 < np.abs(target - fused).max() < 0.2

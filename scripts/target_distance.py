@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from ClinicalFMambaLib.fusion import fuse_normalized, load_fusion_model
+from ClinicalFMambaLib.fusion_targets import target_file
 from ClinicalFMambaLib.harvard_data import find_pairs, load_luma_pair
 
 
@@ -41,14 +42,14 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     pairs = [p for p in find_pairs(args.data)
-             if (args.targets / (p.name.replace("/", "_") + ".npy")).exists()][::args.every]
+             if target_file(args.targets, p).exists()][::args.every]
     if not pairs:
         raise SystemExit(f"no targets for the pairs of {args.data} in {args.targets}")
     models = [load_fusion_model(w, device="cpu") for w in args.weights]
     distances, shares = [[] for _ in models], []
     for pair in pairs:
         a, b = load_luma_pair(pair)
-        target = np.load(args.targets / (pair.name.replace("/", "_") + ".npy"))
+        target = np.load(target_file(args.targets, pair))
         for i, model in enumerate(models):
             change = target - fuse_normalized(model, a, b)
             distances[i].append(np.abs(change).mean())
