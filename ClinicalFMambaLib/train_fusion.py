@@ -30,7 +30,7 @@ from .metrics import fusion_metrics, paper_metrics
 from .network import DEFAULT_CONFIGS, FusionConfig, FusionNet, parameter_count
 from .weights import load_weights, provenance, save_weights, sha256_of
 
-METRIC_TARGET_LR = 0.01  # Adam step in logit space; 120 steps reach ~90 % of 300's gain
+METRIC_TARGET_LR = 0.01  # Adam step in logit space (docs/design.md: 120 steps vs 300)
 
 
 @dataclass
