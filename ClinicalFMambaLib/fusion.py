@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .network import FusionConfig, FusionNet
+from .network import FusionConfig, FusionNet, image_batch
 from .preprocessing import is_colour, split_luma, ycbcr_to_rgb
 from .weights import bundled, load_weights
 
@@ -40,9 +40,7 @@ def fuse_normalized(model: FusionNet, a: np.ndarray, b: np.ndarray) -> np.ndarra
     if a.shape != b.shape:
         raise ValueError(f"inputs differ in shape: {a.shape} vs {b.shape}")
     device = next(model.parameters()).device
-    ta = torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))[None, None].to(device)
-    tb = torch.from_numpy(np.ascontiguousarray(b, dtype=np.float32))[None, None].to(device)
-    return model(ta, tb)[0, 0].float().cpu().numpy()
+    return model(image_batch(a).to(device), image_batch(b).to(device))[0, 0].float().cpu().numpy()
 
 
 def fuse_images(model: FusionNet, a: np.ndarray, b: np.ndarray) -> np.ndarray:

@@ -24,6 +24,7 @@ from tqdm import tqdm
 
 from .losses import FusionLoss
 from .metric_objective import MetricObjective
+from .network import image_batch
 
 
 def _descend(start: torch.Tensor, loss_of: Callable, steps: int, lr: float) -> np.ndarray:
@@ -39,13 +40,9 @@ def _descend(start: torch.Tensor, loss_of: Callable, steps: int, lr: float) -> n
     return torch.sigmoid(logits)[0, 0].detach().numpy()
 
 
-def _tensor(x: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))[None, None]
-
-
 def optimise_pair(a: np.ndarray, b: np.ndarray, steps: int = 40, lr: float = 0.12) -> np.ndarray:
     """Minimise the fusion loss over the pixels of F for one pair (float [0, 1] arrays)."""
-    ta, tb = _tensor(a), _tensor(b)
+    ta, tb = image_batch(a), image_batch(b)
     return _descend(torch.maximum(ta, tb), FusionLoss(ta, tb), steps, lr)
 
 
@@ -55,8 +52,8 @@ def optimise_pair_metrics(start: np.ndarray, a: np.ndarray, b: np.ndarray,
     """Maximise the metric objective over the pixels of F for one pair, from ``start`` (e.g.
     a network's output; float [0, 1] arrays). The result shows which metric combinations are
     reachable near ``start`` (scripts/metric_headroom.py)."""
-    ta, tb = _tensor(a), _tensor(b)
-    return _descend(_tensor(start), lambda f: objective(f, ta, tb), steps, lr)
+    ta, tb = image_batch(a), image_batch(b)
+    return _descend(image_batch(start), lambda f: objective(f, ta, tb), steps, lr)
 
 
 def _cached(path: Path, compute: Callable[[], np.ndarray]) -> np.ndarray:

@@ -58,14 +58,17 @@ def entropy(grey: torch.Tensor) -> torch.Tensor:
     return _entropy_bits(_soft_histogram(grey)[:, :256])
 
 
-def mutual_information(source: torch.Tensor, grey: torch.Tensor) -> torch.Tensor:
+def mutual_information(source: torch.Tensor, grey: torch.Tensor,
+                       grey_entropy: torch.Tensor | None = None) -> torch.Tensor:
     """MI in bits between an 8-bit ``source`` and ``grey`` from 256-bin marginals and the
     256x256 joint histogram, ``grey`` soft-binned (as metrics.mutual_information on 8-bit
-    values)."""
+    values). ``grey_entropy``: ``entropy(grey)`` if the caller has it already."""
     levels = torch.floor(source.detach().clamp(0, 255) + 0.5)  # as metrics.to_gray8
     joint = _soft_histogram(grey, offset=levels.flatten(1).long() * 257)
     marginal = _soft_histogram(levels)[:, :256]
-    return (_entropy_bits(marginal) + entropy(grey) - _entropy_bits(joint)).clamp_min(0)
+    if grey_entropy is None:
+        grey_entropy = entropy(grey)
+    return (_entropy_bits(marginal) + grey_entropy - _entropy_bits(joint)).clamp_min(0)
 
 
 def vifp(ref: torch.Tensor, dist: torch.Tensor) -> torch.Tensor:
@@ -122,12 +125,14 @@ def metric_surrogates(a: torch.Tensor, b: torch.Tensor, f: torch.Tensor) -> dict
     per image, on the 8-bit protocol's grey-level scale (metrics.fusion_metrics)."""
     ga, gb, gf = a * 255, b * 255, f * 255
     dx, dy = gf[..., :, 1:] - gf[..., :, :-1], gf[..., 1:, :] - gf[..., :-1, :]
+    fused_entropy = entropy(gf)  # shared by EN and both MI terms
     values = {
-        "EN": entropy(gf),
+        "EN": fused_entropy,
         "SD": gf.flatten(1).std(1, unbiased=False),
         "SF": torch.sqrt(_mean_hw(dx ** 2) + _mean_hw(dy ** 2)),
         "AG": _mean_hw(torch.sqrt((dy[..., :, :-1] ** 2 + dx[..., :-1, :] ** 2) / 2 + 1e-6)),
-        "MI": mutual_information(ga, gf) + mutual_information(gb, gf),
+        "MI": (mutual_information(ga, gf, fused_entropy)
+               + mutual_information(gb, gf, fused_entropy)),
         "SCD": _correlation(gf - gb, ga) + _correlation(gf - ga, gb),
         "VIF": vifp(ga, gf) + vifp(gb, gf),
         "Qabf": qabf(ga, gb, gf),

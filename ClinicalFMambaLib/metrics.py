@@ -54,6 +54,13 @@ METRIC_NAMES: tuple[str, ...] = (
 )
 HIGHER_IS_BETTER: dict[str, bool] = {name: True for name in METRIC_NAMES}
 
+
+def beats_best_baseline(ours: dict[str, float], baselines: list[dict[str, float]],
+                        columns: tuple[str, ...] = METRIC_NAMES) -> list[str]:
+    """The ``columns`` on which ``ours`` scores higher than every one of ``baselines``
+    (every metric here is higher-is-better)."""
+    return [c for c in columns if ours[c] > max(b[c] for b in baselines)]
+
 # Float inputs this close outside [0, 1] are rounding noise, not wrong scaling.
 _RANGE_TOL = 1e-6
 _EPS = 1e-10

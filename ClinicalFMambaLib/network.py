@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -53,6 +54,11 @@ DEFAULT_CONFIGS = {
     2: FusionConfig(stem_stride=2),
     3: FusionConfig(spatial_dims=3, widths=(16, 16, 32), stem_stride=2),
 }
+
+
+def image_batch(x: np.ndarray) -> torch.Tensor:
+    """An image or volume as the networks' input layout: a (1, 1, *shape) float32 tensor."""
+    return torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))[None, None]
 
 
 def _conv(dims: int):

@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from .classify import Cancelled
+from .network import image_batch
 
 
 class FusionCancelled(Cancelled):
@@ -55,8 +56,7 @@ def sliding_window_fuse(model: torch.nn.Module, a: np.ndarray, b: np.ndarray,
         if cancel is not None and cancel():
             raise FusionCancelled("fusion was cancelled")
         region = tuple(slice(c, c + p) for c, p in zip(corner, patch))
-        ta, tb = (torch.from_numpy(np.ascontiguousarray(x[region], dtype=np.float32))[None, None]
-                  .to(device) for x in (a, b))
+        ta, tb = (image_batch(x[region]).to(device) for x in (a, b))
         total[region] += model(ta, tb)[0, 0].float().cpu().numpy() * weight
         norm[region] += weight
         if progress is not None:

@@ -11,6 +11,7 @@ from ClinicalFMambaLib.baselines import BASELINES, laplacian_pyramid_fusion
 from ClinicalFMambaLib.metric_objective import (OBJECTIVE_METRICS, MetricObjective, axial_slices,
                                                 entropy, metric_surrogates, mutual_information)
 from ClinicalFMambaLib.metrics import fusion_metrics
+from ClinicalFMambaLib.network import image_batch
 
 torch.set_num_threads(1)
 HARVARD = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "harvard"
@@ -24,10 +25,6 @@ def _real_pair(index: int = 0):
     return load_luma_pair(pairs[index])
 
 
-def _as_tensor(x: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))[None, None]
-
-
 def _eight_bit(x: np.ndarray) -> np.ndarray:
     return (np.floor(np.clip(x, 0, 1) * 255 + 0.5) / 255).astype(np.float32)
 
@@ -37,7 +34,7 @@ def _eight_bit(x: np.ndarray) -> np.ndarray:
 def test_surrogates_equal_the_8bit_metrics_on_a_real_pair(method):
     a, b = _real_pair()
     fused = _eight_bit(BASELINES[method](a, b))
-    ours = metric_surrogates(_as_tensor(a), _as_tensor(b), _as_tensor(fused))
+    ours = metric_surrogates(image_batch(a), image_batch(b), image_batch(fused))
     reference = fusion_metrics(a, b, fused)
     for name in OBJECTIVE_METRICS:
         assert ours[name].shape == (1,)
@@ -48,7 +45,7 @@ def test_surrogates_equal_the_8bit_metrics_on_a_real_pair(method):
 @needs_data
 def test_objective_has_gradients_and_ranks_detail_above_blur():
     a, b = (x[64:192, 64:192] for x in _real_pair(1))
-    ta, tb = _as_tensor(a), _as_tensor(b)
+    ta, tb = image_batch(a), image_batch(b)
     objective = MetricObjective()
     fused = torch.from_numpy(laplacian_pyramid_fusion(a, b))[None, None].requires_grad_()
     loss, gains = objective(fused, ta, tb)

@@ -218,6 +218,13 @@ def test_fusion_metrics_rejects_bad_input(a, b, f):
 
 # ----------------------------------------------------------------------------- baselines
 
+def test_beats_best_baseline_needs_every_baseline_beaten():
+    ours = {"EN": 5.0, "SD": 50.0, "MI": 3.0}
+    baselines = [{"EN": 4.0, "SD": 60.0, "MI": 2.0}, {"EN": 4.5, "SD": 40.0, "MI": 3.0}]
+    # SD loses to the first baseline, MI only ties the second: neither counts.
+    assert M.beats_best_baseline(ours, baselines, ("EN", "SD", "MI")) == ["EN"]
+
+
 def test_mean_and_max_fusion_exact():
     a = np.array([[0.0, 0.25], [1.0, 0.5]])
     b = np.array([[1.0, 0.75], [0.0, 0.5]])

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from ClinicalFMambaLib.network import FusionConfig, FusionNet
+from ClinicalFMambaLib.network import FusionConfig, FusionNet, image_batch
 from ClinicalFMambaLib.sliding_window import (FusionCancelled, gaussian_weight, patch_starts,
                                               sliding_window_fuse)
 
@@ -92,8 +92,10 @@ def test_volume_loss_optimum_is_cached_and_travels_with_its_patch(tmp_path):
     path = tmp_path / "cache" / "t2+flair.npy"
     target = cached_volume_target(a, b, box, path, steps=5)
     assert path.exists() and target.dtype == np.float16 and not target[0].any()
-    t = lambda x: torch.from_numpy(np.ascontiguousarray(x[box], dtype=np.float32))[None, None]
-    assert fusion_loss(t(target), t(a), t(b))[0] < fusion_loss(t(np.maximum(a, b)), t(a), t(b))[0]
+    t = {name: image_batch(x[box]) for name, x in
+         {"target": target, "a": a, "b": b, "max": np.maximum(a, b)}.items()}
+    assert (fusion_loss(t["target"], t["a"], t["b"])[0]
+            < fusion_loss(t["max"], t["a"], t["b"])[0])
     assert np.array_equal(cached_volume_target(a, b, box, path), target)  # read back, not redone
 
     # With a target cache, patches carry the target as a third channel that follows the

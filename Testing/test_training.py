@@ -10,14 +10,11 @@ import torch
 
 from ClinicalFMambaLib.fusion_targets import optimise_pair, optimise_pair_metrics, target_file
 from ClinicalFMambaLib.losses import fusion_loss, sobel_magnitude, ssim
+from ClinicalFMambaLib.network import image_batch
 
 torch.set_num_threads(1)
 HARVARD = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "harvard"
 needs_data = pytest.mark.skipif(not HARVARD.exists(), reason="../shared/data/harvard not present")
-
-
-def _t(x: np.ndarray) -> torch.Tensor:
-    return torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))[None, None]
 
 
 def test_loss_is_zero_only_for_a_perfect_fusion_of_identical_inputs():
@@ -45,7 +42,8 @@ def test_metric_optimum_improves_the_objective_from_its_start():
     objective = MetricObjective(deficit_weight=3)
     optimum = optimise_pair_metrics(start, a, b, objective, steps=10, lr=0.02)
     assert optimum.shape == a.shape and 0 <= optimum.min() and optimum.max() <= 1
-    assert objective(_t(optimum), _t(a), _t(b))[0] < objective(_t(start), _t(a), _t(b))[0]
+    ta, tb = image_batch(a), image_batch(b)
+    assert objective(image_batch(optimum), ta, tb)[0] < objective(image_batch(start), ta, tb)[0]
     assert all(np.array_equal(x, y) for x, y in zip(kept, (a, b, start)))  # inputs untouched
 
 
@@ -56,7 +54,9 @@ def test_loss_optimum_beats_max_fusion_under_the_loss():
     a, b = (x[96:160, 96:160] for x in load_luma_pair(find_pairs(HARVARD)[0]))
     target = optimise_pair(a, b, steps=15)
     assert target.shape == a.shape and 0 <= target.min() and target.max() <= 1
-    assert fusion_loss(_t(target), _t(a), _t(b))[0] < fusion_loss(_t(np.maximum(a, b)), _t(a), _t(b))[0]
+    ta, tb = image_batch(a), image_batch(b)
+    assert (fusion_loss(image_batch(target), ta, tb)[0]
+            < fusion_loss(image_batch(np.maximum(a, b)), ta, tb)[0])
 
 
 @needs_data

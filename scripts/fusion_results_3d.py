@@ -30,7 +30,7 @@ from tqdm import tqdm
 from ClinicalFMambaLib.baselines import BASELINES
 from ClinicalFMambaLib.brain3d_data import CONTRAST_PAIRS, CONTRASTS, VALIDATION_CASE, brain_box
 from ClinicalFMambaLib.fusion import BUNDLED_MODELS, load_fusion_model
-from ClinicalFMambaLib.metrics import METRIC_NAMES, volume_metrics
+from ClinicalFMambaLib.metrics import METRIC_NAMES, beats_best_baseline, volume_metrics
 from ClinicalFMambaLib.preprocessing import normalize_intensity
 from ClinicalFMambaLib.volume_figure import orthogonal_views
 from ClinicalFMambaLib.volume_fusion import fuse_volumes, volume_fusion_metrics
@@ -61,7 +61,7 @@ def table(methods: dict[str, dict[str, float]], baselines: list[str]) -> list[st
 
 def wins(ours: dict, methods: dict, baselines: list[str]) -> int:
     """Columns on which ``ours`` beats every baseline (higher is better for all)."""
-    return sum(ours[c] > max(methods[b][c] for b in baselines) for c in COLUMNS)
+    return len(beats_best_baseline(ours, [methods[b] for b in baselines], COLUMNS))
 
 
 def main() -> None:
