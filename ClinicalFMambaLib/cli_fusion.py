@@ -145,7 +145,7 @@ def _add_model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
 
 
-def _metric_weight(text: str) -> tuple[str, float]:
+def parse_metric_weight(text: str) -> tuple[str, float]:
     """``NAME=W`` of --metric-weight, checked against the objective's metrics."""
     from .metric_objective import OBJECTIVE_METRICS
 
@@ -172,6 +172,8 @@ def _train_fusion(args: argparse.Namespace) -> int:
         torch.set_num_threads(args.threads)
     if args.axial_only_scan and args.dim != 3:
         raise ValueError("--axial-only-scan applies to --dim 3 only")
+    if args.pixel_mlp < 0:
+        raise ValueError(f"--pixel-mlp must be 0 or a positive width, got {args.pixel_mlp}")
     if args.objective != "metrics" and (args.deficit_weight != 1 or args.metric_weight):
         raise ValueError("--deficit-weight and --metric-weight apply to --objective metrics only")
     defaults = TRAIN_DEFAULTS[args.dim]
@@ -190,6 +192,8 @@ def _train_fusion(args: argparse.Namespace) -> int:
     config = DEFAULT_CONFIGS[args.dim]
     if args.axial_only_scan:
         config = dataclasses.replace(config, axial_only_scan=True)
+    if args.pixel_mlp:
+        config = dataclasses.replace(config, pixel_mlp=args.pixel_mlp)
     train(settings, config)
     return 0
 
@@ -276,12 +280,16 @@ def register(commands) -> None:
     p.add_argument("--deficit-weight", type=float, default=1.0,
                    help="metrics objective: how many times a metric's shortfall against the "
                         "best baseline counts compared with its gain (1: symmetric)")
-    p.add_argument("--metric-weight", type=_metric_weight, action="append", default=[],
+    p.add_argument("--metric-weight", type=parse_metric_weight, action="append", default=[],
                    metavar="NAME=W",
                    help="metrics objective: weight of one metric's term (default 1; 0 leaves it "
                         "out); repeat for several metrics")
     p.add_argument("--init-weights", type=Path, default=None,
-                   help="start from these weights (same configuration) instead of at random")
+                   help="start from these weights (same configuration, or one without the "
+                        "--pixel-mlp stage) instead of at random")
+    p.add_argument("--pixel-mlp", type=int, default=0, metavar="WIDTH",
+                   help="add a full-resolution per-pixel MLP of this hidden width to the "
+                        "network (0: none; network.FusionConfig.pixel_mlp)")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch default)")
     p.add_argument("--axial-only-scan", action="store_true",
                    help="3D ablation: scan the axial raster only instead of all three planes")

@@ -37,6 +37,11 @@ class FusionConfig:
     stem_stride: int = 1
     # 3D only, for the ablation: scan the axial raster alone instead of all three planes.
     axial_only_scan: bool = False
+    # Hidden width of a full-resolution per-pixel MLP (1x1 convolutions) on the correction and
+    # both inputs, added to the correction; 0 leaves it out. The metric optima of single images
+    # owe their MI gain to a fine function of the two grey levels at each pixel, which the 3x3
+    # refinement's eight channels cannot express (measured, and not bundled: docs/results.md).
+    pixel_mlp: int = 0
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -170,6 +175,15 @@ class FusionNet(nn.Module):
             conv = _conv(dims)
             self.refine = nn.Sequential(conv(3, 8, 3, padding=1), nn.LeakyReLU(0.1),
                                         conv(8, 1, 3, padding=1))
+        self.pixel = None
+        if cfg.pixel_mlp:
+            conv, width = _conv(dims), cfg.pixel_mlp
+            self.pixel = nn.Sequential(conv(3, width, 1), nn.LeakyReLU(0.1),
+                                       conv(width, width, 1), nn.LeakyReLU(0.1),
+                                       conv(width, 1, 1))
+            # Zero output at first: added to trained weights, it starts from their fusion.
+            nn.init.zeros_(self.pixel[-1].weight)
+            nn.init.zeros_(self.pixel[-1].bias)
 
     @property
     def multiple(self) -> int:
@@ -197,6 +211,8 @@ class FusionNet(nn.Module):
             correction = F.interpolate(correction, size=a.shape[2:], mode=self.up1.mode,
                                        align_corners=False)
             correction = correction + self.refine(torch.cat([correction, a, b], dim=1))
+        if self.pixel is not None:
+            correction = correction + self.pixel(torch.cat([correction, a, b], dim=1))
         prior = torch.logit(torch.maximum(a, b).clamp(1e-3, 1 - 1e-3))
         out = torch.sigmoid(correction + prior)
         return out[(..., *[slice(0, s) for s in grid])]

@@ -7,6 +7,7 @@ SHA-256, the exact command and the validation numbers in the manifest.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import time
@@ -144,10 +145,14 @@ def train(settings: TrainSettings, config: FusionConfig = DEFAULT_CONFIGS[2]) ->
     origin = provenance(settings.init_weights) if settings.init_weights else None
     if settings.init_weights:
         state, init_config = load_weights(settings.init_weights)
-        if FusionConfig.from_dict(init_config) != config:
+        start_config = FusionConfig.from_dict(init_config)
+        # A per-pixel MLP may be added to trained weights: it starts at zero (network.py).
+        adds_pixel_mlp = (config.pixel_mlp > 0
+                          and start_config == dataclasses.replace(config, pixel_mlp=0))
+        if start_config != config and not adds_pixel_mlp:
             raise ValueError(f"{settings.init_weights} holds a network of another configuration "
                              f"({init_config}) than the one to train ({config.to_dict()})")
-        model.load_state_dict(state)
+        model.load_state_dict(state, strict=not adds_pixel_mlp)
     optimizer = torch.optim.Adam(model.parameters(), lr=settings.lr)
     steps_per_epoch = math.ceil(len(dataset) / settings.batch_size)
     schedule = torch.optim.lr_scheduler.OneCycleLR(

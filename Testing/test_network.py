@@ -1,5 +1,7 @@
 """Shape, padding and symmetry properties of the fusion network and its scan orders."""
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -60,6 +62,20 @@ def test_output_is_max_fusion_plus_the_heads_correction():
         out = model(a, b)
     expected = torch.maximum(a, b).clamp(1e-3, 1 - 1e-3)
     assert torch.allclose(out, expected, atol=1e-6)
+
+
+def test_a_pixel_mlp_starts_at_zero_and_adds_to_the_correction():
+    torch.manual_seed(0)
+    plain = FusionNet(TINY)
+    with_mlp = FusionNet(dataclasses.replace(TINY, pixel_mlp=4))
+    assert with_mlp.load_state_dict(plain.state_dict(), strict=False).unexpected_keys == []
+    a, b = torch.rand(1, 1, 12, 12), torch.rand(1, 1, 12, 12)
+    with torch.no_grad():
+        assert torch.equal(with_mlp(a, b), plain(a, b))
+        # Its output is added in logit space: a constant 0.5 shifts every pixel's logit by 0.5.
+        torch.nn.init.constant_(with_mlp.pixel[-1].bias, 0.5)
+        shifted = torch.sigmoid(torch.logit(plain(a, b)) + 0.5)
+        assert torch.allclose(with_mlp(a, b), shifted, atol=1e-5)
 
 
 def test_mismatched_inputs_are_refused():

@@ -127,6 +127,31 @@ def test_fine_tuning_on_the_metric_objective_starts_from_the_given_weights(tmp_p
 
 
 @needs_data
+def test_a_pixel_mlp_added_to_trained_weights_starts_from_their_fusion(tmp_path):
+    from ClinicalFMambaLib.cli import main
+    from ClinicalFMambaLib.fusion import BUNDLED_MODELS, fuse_normalized, load_fusion_model
+    from ClinicalFMambaLib.harvard_data import find_pairs, load_luma_pair
+    from ClinicalFMambaLib.weights import bundled, load_weights
+
+    data = _spect_subset(tmp_path)
+    start = bundled(BUNDLED_MODELS[2])
+    weights = tmp_path / "w" / "fusion2d.safetensors"
+    assert main(["train-fusion", "--data", str(data), "--output", str(weights), "--workdir",
+                 str(tmp_path / "run"), "--epochs", "1", "--crop", "64", "--batch-size", "2",
+                 "--threads", "1", "--objective", "metrics", "--target-weight", "0",
+                 "--lr", "1e-5", "--pixel-mlp", "8", "--init-weights", str(start)]) == 0
+    tuned, config = load_weights(weights)
+    assert config["pixel_mlp"] == 8 and tuned["pixel.0.weight"].shape == (8, 3, 1, 1)
+    # Every other tensor comes from the start, and one small step keeps its fusion.
+    base, _ = load_weights(start)
+    assert all(k.startswith("pixel.") for k in set(tuned) - set(base))
+    pair = find_pairs(data)[0]
+    before = fuse_normalized(load_fusion_model(start, device="cpu"), *load_luma_pair(pair))
+    after = fuse_normalized(load_fusion_model(weights, device="cpu"), *load_luma_pair(pair))
+    assert 0 < np.abs(after - before).max() < 0.05
+
+
+@needs_data
 def test_metric_optima_targets_are_cached_per_starting_weights(tmp_path, capsys):
     from ClinicalFMambaLib.cli import main
     from ClinicalFMambaLib.fusion import BUNDLED_MODELS, fuse_normalized, load_fusion_model
@@ -163,6 +188,7 @@ def test_metric_optima_targets_are_cached_per_starting_weights(tmp_path, capsys)
     (["--deficit-weight", "3"], "apply to --objective metrics only"),
     (["--metric-weight", "MI=0"], "apply to --objective metrics only"),
     (["--axial-only-scan"], "--dim 3 only"),
+    (["--pixel-mlp", "-1"], "--pixel-mlp must be 0 or a positive width"),
 ])
 def test_train_fusion_refuses_options_that_would_be_ignored(tmp_path, capsys, options, message):
     from ClinicalFMambaLib.cli import main
