@@ -2,7 +2,8 @@
 above the bundled 2D model.
 
     python scripts/metric_headroom.py [--every 20] [--steps 300] [--lr 0.01] [--deficit-weight 3]
-        [--starts model laplacian ...] [--pair-type CT-MRI]
+        [--starts model laplacian ...] [--pair-type CT-MRI] [--pointwise]
+        [--metric-weight NAME=W ...]
 
 For every ``--every``-th held-back Harvard pair (of ``--pair-type`` only, if given), the pixels
 of the bundled model's output, or of another start (``--starts``: the model or a baseline),
@@ -11,7 +12,10 @@ one image. No network is involved: the optimised images show which metric combin
 reachable at all, e.g. whether a pair type can beat the best baseline on 8 of the 10 metrics,
 and several starts show whether that depends on where the descent begins.
 Per pair type it prints the mean of each metric for the model, the optimised images and the
-baselines, and how many metrics beat the best baseline.
+baselines, and how many metrics beat the best baseline. ``--pointwise`` also scores each start
+plus only the part of the optimiser's change that is a function of the two sources' grey levels
+at each pixel (its mean per pair of 8-bit levels), and prints the share of the change's variance
+that part explains: what a per-pixel function of (A, B) could reach.
 """
 
 from __future__ import annotations
@@ -23,11 +27,21 @@ import numpy as np
 import torch
 
 from ClinicalFMambaLib.baselines import BASELINES
+from ClinicalFMambaLib.cli_fusion import parse_metric_weight
 from ClinicalFMambaLib.fusion import fuse_normalized, load_fusion_model
 from ClinicalFMambaLib.fusion_targets import optimise_pair_metrics
 from ClinicalFMambaLib.harvard_data import find_pairs, load_luma_pair, split_by_case
 from ClinicalFMambaLib.metric_objective import MetricObjective
-from ClinicalFMambaLib.metrics import METRIC_NAMES, beats_best_baseline, fusion_metrics
+from ClinicalFMambaLib.metrics import METRIC_NAMES, beats_best_baseline, fusion_metrics, to_gray8
+
+
+def pointwise_part(change: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """``change`` replaced at each pixel by its mean over all pixels with the same pair of
+    8-bit grey levels of ``a`` and ``b``: the best per-pixel function of (A, B) in L2."""
+    key = to_gray8(a).astype(np.intp) * 256 + to_gray8(b)
+    sums = np.bincount(key.ravel(), change.ravel(), 256 * 256)
+    counts = np.bincount(key.ravel(), minlength=256 * 256)
+    return (sums / np.maximum(counts, 1))[key]
 
 
 def main() -> None:
@@ -41,13 +55,19 @@ def main() -> None:
     parser.add_argument("--starts", nargs="+", default=["model"], choices=["model", *BASELINES],
                         help="images the descent starts from")
     parser.add_argument("--pair-type", default=None, help="e.g. CT-MRI (default: all types)")
+    parser.add_argument("--metric-weight", type=parse_metric_weight, action="append", default=[],
+                        metavar="NAME=W", help="weight of one metric's term, as train-fusion's")
+    parser.add_argument("--pointwise", action="store_true",
+                        help="also score the per-pixel (A, B) function part of each change")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     _, val = split_by_case(find_pairs(args.data))
     model = load_fusion_model(None, device="cpu")
-    objective = MetricObjective(deficit_weight=args.deficit_weight)
+    objective = MetricObjective(deficit_weight=args.deficit_weight,
+                                metric_weights=dict(args.metric_weight))
     rows = defaultdict(lambda: defaultdict(list))
+    explained = defaultdict(list)
     pairs = [p for p in val if args.pair_type in (None, p.pair_type)][::args.every]
     if not pairs:
         raise SystemExit(f"no held-back pairs of type {args.pair_type}")
@@ -56,8 +76,14 @@ def main() -> None:
         fused = {"model": fuse_normalized(model, a, b)}
         fused.update({name: fn(a, b) for name, fn in BASELINES.items()})
         for start in args.starts:
-            fused[f"opt({start})"] = optimise_pair_metrics(fused[start], a, b, objective,
-                                                           args.steps, args.lr)
+            optimum = optimise_pair_metrics(fused[start], a, b, objective, args.steps, args.lr)
+            fused[f"opt({start})"] = optimum
+            if args.pointwise:
+                change = optimum.astype(np.float64) - fused[start]
+                part = pointwise_part(change, a, b)
+                explained[start].append(1 - ((change - part) ** 2).sum()
+                                        / ((change - change.mean()) ** 2).sum())
+                fused[f"pw({start})"] = np.clip(fused[start] + part, 0, 1)
         for method, image in fused.items():
             rows[pair.pair_type][method].append(fusion_metrics(a, b, image))
         print(f"{pair.pair_type} {pair.mri.name} done", flush=True)
@@ -70,6 +96,9 @@ def main() -> None:
             beats = ("" if method in BASELINES else
                      f"  {len(beats_best_baseline(values, [means[b] for b in BASELINES]))}/10")
             print(method.ljust(16) + "".join(f"{values[k]:8.3f}" for k in METRIC_NAMES) + beats)
+    for start, shares in explained.items():
+        print(f"\npw({start}): the per-pixel (A, B) part explains {np.mean(shares):.3f} of the "
+              f"change's variance (range {np.min(shares):.3f}-{np.max(shares):.3f}, all types)")
 
 
 if __name__ == "__main__":

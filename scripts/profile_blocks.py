@@ -1,6 +1,7 @@
 """Time each stage of the fusion network on the CPU (forward pass, no gradients).
 
-    python scripts/profile_blocks.py --dim 3 --size 96 [--paper] [--stem-stride S] [--threads 2]
+    python scripts/profile_blocks.py --dim 3 --size 96 [--paper] [--stem-stride S]
+        [--pixel-mlp WIDTH] [--threads 2]
 
 Prints seconds per stage (encoder for both inputs, latent Mamba stages, fusion, decoder) for
 the shipped configuration, or the paper's with --paper, so that choices about where to spend
@@ -25,6 +26,8 @@ def main() -> None:
     parser.add_argument("--paper", action="store_true", help="the paper's configuration")
     parser.add_argument("--stem-stride", type=int, default=None,
                         help="override the stem stride (1: full resolution, 2: half)")
+    parser.add_argument("--pixel-mlp", type=int, default=None,
+                        help="override the per-pixel MLP's hidden width (0: none)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--repeats", type=int, default=3)
     args = parser.parse_args()
@@ -35,6 +38,8 @@ def main() -> None:
                            decoder_blocks=2)
     if args.stem_stride:
         cfg = dataclasses.replace(cfg, stem_stride=args.stem_stride)
+    if args.pixel_mlp is not None:
+        cfg = dataclasses.replace(cfg, pixel_mlp=args.pixel_mlp)
     model = FusionNet(cfg).eval()
     seconds, started = defaultdict(float), {}
     for name, module in model.named_children():
