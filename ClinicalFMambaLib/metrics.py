@@ -406,6 +406,15 @@ def _halve(x: np.ndarray) -> np.ndarray:
     return x
 
 
+def ms_ssim_scales(shape: tuple[int, ...]) -> int:
+    """How many dyadic scales :func:`ms_ssim` uses for an image of ``shape``: up to five, while
+    every side still exceeds the 11-sample window plus its border."""
+    scales = 1
+    while scales < len(MS_SSIM_WEIGHTS) and min(shape) // 2 ** scales > 4 * _SSIM_RADIUS:
+        scales += 1
+    return scales
+
+
 def ms_ssim(x: np.ndarray, y: np.ndarray, data_range: float = 1.0) -> float:
     """Multi-scale SSIM of two 2D or 3D images: prod_j cs_j^w_j * ssim_M^w_M over up to five
     dyadic scales. Scales stop while every side still exceeds the 11-sample window (plus its
@@ -416,9 +425,7 @@ def ms_ssim(x: np.ndarray, y: np.ndarray, data_range: float = 1.0) -> float:
     if x.ndim not in (2, 3):
         raise ValueError(f"expected a 2D or 3D image, got shape {x.shape}")
     _check_finite(x), _check_finite(y)
-    scales = 1
-    while scales < len(MS_SSIM_WEIGHTS) and min(x.shape) // 2 ** scales > 4 * _SSIM_RADIUS:
-        scales += 1
+    scales = ms_ssim_scales(x.shape)
     if min(x.shape) <= 2 * _SSIM_RADIUS:
         raise ValueError(f"image {x.shape} is smaller than the SSIM window")
     weights = np.array(MS_SSIM_WEIGHTS[:scales]) / sum(MS_SSIM_WEIGHTS[:scales])
@@ -434,10 +441,12 @@ def ms_ssim(x: np.ndarray, y: np.ndarray, data_range: float = 1.0) -> float:
 def volume_metrics(a: np.ndarray, b: np.ndarray, f: np.ndarray) -> dict[str, float]:
     """Whole-volume quality of a fused volume, float [0, 1] (k, j, i) arrays of one shape:
     the paper's PSNR and SSIM (3D Gaussian window), MS-SSIM (3D) averaged over the two
-    sources, and EN of F's 256-bin 8-bit histogram over all its voxels."""
+    sources, and EN of F's 256-bin 8-bit histogram over all its voxels. MS-SSIM is left out
+    of volumes too thin for two scales (``ms_ssim_scales``), where it would equal SSIM."""
     paper = paper_metrics(a, b, f)
     xa, xb, xf = _unit_float(a), _unit_float(b), _unit_float(f)
     grey = np.floor(xf * 255.0 + 0.5).astype(np.uint8)
-    return {"PSNR": paper["PSNR"], "SSIM": paper["SSIM"],
-            "MS-SSIM": (ms_ssim(xa, xf) + ms_ssim(xb, xf)) / 2.0,
-            "EN": _entropy_bits(np.bincount(grey.ravel(), minlength=256))}
+    result = {"PSNR": paper["PSNR"], "SSIM": paper["SSIM"]}
+    if ms_ssim_scales(xf.shape) > 1:
+        result["MS-SSIM"] = (ms_ssim(xa, xf) + ms_ssim(xb, xf)) / 2.0
+    return result | {"EN": _entropy_bits(np.bincount(grey.ravel(), minlength=256))}

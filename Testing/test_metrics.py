@@ -319,3 +319,7 @@ def test_volume_metrics_on_a_real_volume_crop():
         t2, flair, np.maximum(t2, flair))
     assert mean["PSNR"] > maximum["PSNR"]  # the mean is the volume closest to both sources
     assert 0 < maximum["MS-SSIM"] < 1
+    # A volume too thin for a second scale gets no MS-SSIM (it would be SSIM again).
+    assert M.ms_ssim_scales(t2.shape) == 2 and M.ms_ssim_scales((155, 240, 240)) == 3
+    thin = M.volume_metrics(t2[:40], flair[:40], t2[:40])
+    assert M.ms_ssim_scales((40, 64, 64)) == 1 and set(thin) == {"PSNR", "SSIM", "EN"}
