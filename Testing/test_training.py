@@ -142,7 +142,7 @@ def test_a_pixel_mlp_added_to_trained_weights_starts_from_their_fusion(tmp_path)
                  "--lr", "1e-5", "--pixel-mlp", "8", "--init-weights", str(start)]) == 0
     tuned, config = load_weights(weights)
     assert config["pixel_mlp"] == 8 and tuned["pixel.0.weight"].shape == (8, 3, 1, 1)
-    # Every other tensor comes from the start, and one small step keeps its fusion.
+    # The only new tensors are the MLP's, and one small step from the start keeps its fusion.
     base, _ = load_weights(start)
     assert all(k.startswith("pixel.") for k in set(tuned) - set(base))
     pair = find_pairs(data)[0]
