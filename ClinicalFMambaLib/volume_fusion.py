@@ -220,9 +220,16 @@ def volume_fusion_metrics(a01: np.ndarray, b01: np.ndarray, fused01: np.ndarray,
     if not a01.shape == b01.shape == fused01.shape or a01.ndim != 3:
         raise ValueError(f"need three (k, j, i) volumes of one shape, got {a01.shape}, "
                          f"{b01.shape}, {fused01.shape}")
+    per_slice = [fusion_metrics(a01[k], b01[k], fused01[k])
+                 for k in measured_slices(a01, b01, slices)]
+    return {name: float(np.mean([m[name] for m in per_slice])) for name in per_slice[0]}
+
+
+def measured_slices(a01: np.ndarray, b01: np.ndarray, slices: int) -> np.ndarray:
+    """Indices of up to ``slices`` axial slices spread evenly through the slices where either
+    input has signal: the slices ``volume_fusion_metrics`` scores."""
     filled = np.flatnonzero(a01.any(axis=(1, 2)) | b01.any(axis=(1, 2)))
     if len(filled) == 0:
         raise ValueError("both volumes are empty; no slice to measure")
     chosen = filled[np.linspace(0, len(filled) - 1, min(slices, len(filled))).round().astype(int)]
-    per_slice = [fusion_metrics(a01[k], b01[k], fused01[k]) for k in np.unique(chosen)]
-    return {name: float(np.mean([m[name] for m in per_slice])) for name in per_slice[0]}
+    return np.unique(chosen)

@@ -204,3 +204,10 @@ def test_volume_metrics(fused, arrays):
     assert all(np.isfinite(value) for value in metrics.values())
     with pytest.raises(ValueError, match="empty"):
         vf.volume_fusion_metrics(ya * 0, yb * 0, ya)
+
+
+def test_measured_slices_spread_evenly_over_the_slices_with_signal():
+    a, b = np.zeros((20, 4, 4)), np.zeros((20, 4, 4))
+    a[5:12, 1, 1], b[9:15, 2, 2] = 1, 1  # signal in slices 5-14, from one input or the other
+    assert vf.measured_slices(a, b, 4).tolist() == [5, 8, 11, 14]
+    assert vf.measured_slices(a, b, 50).tolist() == list(range(5, 15))

@@ -1,9 +1,10 @@
 """How far the metric objective can be pushed on single images: an estimate of the headroom
-above the bundled 2D model.
+above the bundled 2D (or, with ``--brain3d``, 3D) model.
 
     python scripts/metric_headroom.py [--every 20] [--steps 300] [--lr 0.01] [--deficit-weight 3]
         [--starts model laplacian ...] [--pair-type CT-MRI] [--pointwise]
         [--metric-weight NAME=W ...]
+    python scripts/metric_headroom.py --brain3d [--slices 30] [--every 15] ...
 
 For every ``--every``-th held-back Harvard pair (of ``--pair-type`` only, if given), the pixels
 of the bundled model's output, or of another start (``--starts``: the model or a baseline),
@@ -16,23 +17,34 @@ baselines, and how many metrics beat the best baseline. ``--pointwise`` also sco
 plus only the part of the optimiser's change that is a function of the two sources' grey levels
 at each pixel (its mean per pair of 8-bit levels), and prints the share of the change's variance
 that part explains: what a per-pixel function of (A, B) could reach.
+``--brain3d`` does the same for the 3D table's 2D columns: every ``--every``-th (from the
+half-way one) of the ``--slices`` axial slices that fusion_results_3d.py scores, of every
+contrast pair of the held-back brain3d case, starting from the bundled 3D model's fusion of
+the whole volume and scored against the same slices of the volume baselines (the volume
+columns are not measured).
 """
 
 from __future__ import annotations
 
 import argparse
 from collections import defaultdict
+from pathlib import Path
 
 import numpy as np
+import SimpleITK as sitk
 import torch
 
 from ClinicalFMambaLib.baselines import BASELINES
+from ClinicalFMambaLib.brain3d_data import CONTRAST_PAIRS, CONTRASTS, VALIDATION_CASE
 from ClinicalFMambaLib.cli_fusion import parse_metric_weight
-from ClinicalFMambaLib.fusion import fuse_normalized, load_fusion_model
+from ClinicalFMambaLib.fusion import BUNDLED_MODELS, fuse_normalized, load_fusion_model
 from ClinicalFMambaLib.fusion_targets import optimise_pair_metrics
 from ClinicalFMambaLib.harvard_data import find_pairs, load_luma_pair, split_by_case
 from ClinicalFMambaLib.metric_objective import MetricObjective
 from ClinicalFMambaLib.metrics import METRIC_NAMES, beats_best_baseline, fusion_metrics, to_gray8
+from ClinicalFMambaLib.preprocessing import normalize_intensity
+from ClinicalFMambaLib.volume_fusion import fuse_volumes, measured_slices
+from ClinicalFMambaLib.weights import bundled
 
 
 def pointwise_part(change: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -44,11 +56,47 @@ def pointwise_part(change: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarr
     return (sums / np.maximum(counts, 1))[key]
 
 
+def harvard_images(args: argparse.Namespace):
+    """(group, label, A, B, {"model": fused, baseline: fused, ...}) of held-back Harvard pairs."""
+    _, val = split_by_case(find_pairs(args.data))
+    pairs = [p for p in val if args.pair_type in (None, p.pair_type)][::args.every]
+    if not pairs:
+        raise SystemExit(f"no held-back pairs of type {args.pair_type}")
+    model = load_fusion_model(None, device="cpu")
+    for pair in pairs:
+        a, b = load_luma_pair(pair)
+        fused = {"model": fuse_normalized(model, a, b)}
+        fused.update({name: fn(a, b) for name, fn in BASELINES.items()})
+        yield pair.pair_type, pair.mri.name, a, b, fused
+
+
+def brain3d_images(args: argparse.Namespace):
+    """The same for axial slices of the held-back brain3d case, fused as whole volumes."""
+    case = Path(args.data) / VALIDATION_CASE
+    raw = {c: sitk.GetArrayFromImage(sitk.ReadImage(str(case / f"{c}.nii.gz")))
+           for c in CONTRASTS}
+    unit = {c: normalize_intensity(volume) for c, volume in raw.items()}  # as load_case
+    model = load_fusion_model(bundled(BUNDLED_MODELS[3]), dims=3, device="cpu")
+    for x, y in CONTRAST_PAIRS:
+        fused = {"model": fuse_volumes(model, raw[x], raw[y]).luma}
+        fused.update({name: fn(unit[x], unit[y]) for name, fn in BASELINES.items()})
+        # Every n-th from the n/2-th: not the end slices, where the brain barely starts.
+        for k in measured_slices(unit[x], unit[y], args.slices)[args.every // 2::args.every]:
+            yield (VALIDATION_CASE, f"{x}+{y} slice {k}", unit[x][k], unit[y][k],
+                   {name: volume[k] for name, volume in fused.items()})
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", default="../shared/data/harvard")
-    parser.add_argument("--every", type=int, default=20, help="score every n-th held-back pair")
+    parser.add_argument("--data", default=None,
+                        help="default ../shared/data/harvard, or ../shared/data/brain3d")
+    parser.add_argument("--every", type=int, default=20,
+                        help="score every n-th held-back pair (--brain3d: slice)")
+    parser.add_argument("--brain3d", action="store_true",
+                        help="slices of the held-back brain3d case, from the 3D model's fusion")
+    parser.add_argument("--slices", type=int, default=30,
+                        help="--brain3d: the axial slices the 3D table's 2D columns average")
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--lr", type=float, default=0.01)
     parser.add_argument("--deficit-weight", type=float, default=3.0)
@@ -62,19 +110,13 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    _, val = split_by_case(find_pairs(args.data))
-    model = load_fusion_model(None, device="cpu")
+    args.data = args.data or f"../shared/data/{'brain3d' if args.brain3d else 'harvard'}"
     objective = MetricObjective(deficit_weight=args.deficit_weight,
                                 metric_weights=dict(args.metric_weight))
     rows = defaultdict(lambda: defaultdict(list))
     explained = defaultdict(list)
-    pairs = [p for p in val if args.pair_type in (None, p.pair_type)][::args.every]
-    if not pairs:
-        raise SystemExit(f"no held-back pairs of type {args.pair_type}")
-    for pair in pairs:
-        a, b = load_luma_pair(pair)
-        fused = {"model": fuse_normalized(model, a, b)}
-        fused.update({name: fn(a, b) for name, fn in BASELINES.items()})
+    images = brain3d_images(args) if args.brain3d else harvard_images(args)
+    for group, label, a, b, fused in images:
         for start in args.starts:
             optimum = optimise_pair_metrics(fused[start], a, b, objective, args.steps, args.lr)
             fused[f"opt({start})"] = optimum
@@ -85,12 +127,12 @@ def main() -> None:
                                         / ((change - change.mean()) ** 2).sum())
                 fused[f"pw({start})"] = np.clip(fused[start] + part, 0, 1)
         for method, image in fused.items():
-            rows[pair.pair_type][method].append(fusion_metrics(a, b, image))
-        print(f"{pair.pair_type} {pair.mri.name} done", flush=True)
-    for pair_type, methods in sorted(rows.items()):
+            rows[group][method].append(fusion_metrics(a, b, image))
+        print(f"{group} {label} done", flush=True)
+    for group, methods in sorted(rows.items()):
         means = {m: {k: float(np.mean([r[k] for r in records])) for k in METRIC_NAMES}
                  for m, records in methods.items()}
-        print(f"\n{pair_type} ({len(methods['model'])} pairs)")
+        print(f"\n{group} ({len(methods['model'])} images)")
         print("method".ljust(16) + "".join(k.rjust(8) for k in METRIC_NAMES) + "  beats best")
         for method, values in means.items():
             beats = ("" if method in BASELINES else
