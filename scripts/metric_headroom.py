@@ -13,10 +13,12 @@ one image. No network is involved: the optimised images show which metric combin
 reachable at all, e.g. whether a pair type can beat the best baseline on 8 of the 10 metrics,
 and several starts show whether that depends on where the descent begins.
 Per pair type it prints the mean of each metric for the model, the optimised images and the
-baselines, and how many metrics beat the best baseline. ``--pointwise`` also scores each start
-plus only the part of the optimiser's change that is a function of the two sources' grey levels
-at each pixel (its mean per pair of 8-bit levels), and prints the share of the change's variance
-that part explains: what a per-pixel function of (A, B) could reach.
+baselines, and how many metrics beat the best baseline, with the share of pixels at grey level
+255 (a saturated source, e.g. CT bone, leaves one histogram spike there that costs EN).
+``--pointwise`` also scores each start plus only the part of the optimiser's change that is a
+function of the two sources' grey levels at each pixel (its mean per pair of 8-bit levels),
+and prints the share of the change's variance that part explains: what a per-pixel function
+of (A, B) could reach.
 ``--brain3d`` does the same for the 3D table's 2D columns: every ``--every``-th (from the
 half-way one) of the ``--slices`` axial slices that fusion_results_3d.py scores, of every
 contrast pair of the held-back brain3d case, starting from the bundled 3D model's fusion of
@@ -45,6 +47,12 @@ from ClinicalFMambaLib.metrics import METRIC_NAMES, beats_best_baseline, fusion_
 from ClinicalFMambaLib.preprocessing import normalize_intensity
 from ClinicalFMambaLib.volume_fusion import fuse_volumes, measured_slices
 from ClinicalFMambaLib.weights import bundled
+
+
+# Share of pixels at the top 8-bit grey level, in %: a saturated source (CT bone) leaves one
+# spike there, which costs EN; printed after the ten metrics, not counted in the wins.
+AT_255 = "at 255"
+COLUMNS = (*METRIC_NAMES, AT_255)
 
 
 def pointwise_part(change: np.ndarray, a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -127,17 +135,18 @@ def main() -> None:
                                         / ((change - change.mean()) ** 2).sum())
                 fused[f"pw({start})"] = np.clip(fused[start] + part, 0, 1)
         for method, image in fused.items():
-            rows[group][method].append(fusion_metrics(a, b, image))
+            top = 100 * float((to_gray8(image) == 255).mean())
+            rows[group][method].append({**fusion_metrics(a, b, image), AT_255: top})
         print(f"{group} {label} done", flush=True)
     for group, methods in sorted(rows.items()):
-        means = {m: {k: float(np.mean([r[k] for r in records])) for k in METRIC_NAMES}
+        means = {m: {k: float(np.mean([r[k] for r in records])) for k in COLUMNS}
                  for m, records in methods.items()}
         print(f"\n{group} ({len(methods['model'])} images)")
-        print("method".ljust(16) + "".join(k.rjust(8) for k in METRIC_NAMES) + "  beats best")
+        print("method".ljust(16) + "".join(k.rjust(8) for k in COLUMNS) + "  beats best")
         for method, values in means.items():
             beats = ("" if method in BASELINES else
                      f"  {len(beats_best_baseline(values, [means[b] for b in BASELINES]))}/10")
-            print(method.ljust(16) + "".join(f"{values[k]:8.3f}" for k in METRIC_NAMES) + beats)
+            print(method.ljust(16) + "".join(f"{values[k]:8.3f}" for k in COLUMNS) + beats)
     for start, shares in explained.items():
         print(f"\npw({start}): the per-pixel (A, B) part explains {np.mean(shares):.3f} of the "
               f"change's variance (range {np.min(shares):.3f}-{np.max(shares):.3f}, all types)")
