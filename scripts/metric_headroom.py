@@ -117,6 +117,8 @@ def main() -> None:
                         help="also score the per-pixel (A, B) function part of each change")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
+    if args.brain3d and args.pair_type:
+        parser.error("--pair-type selects Harvard pairs; --brain3d has contrast pairs only")
     torch.set_num_threads(args.threads)
     args.data = args.data or f"../shared/data/{'brain3d' if args.brain3d else 'harvard'}"
     objective = MetricObjective(deficit_weight=args.deficit_weight,
