@@ -32,10 +32,15 @@ def split_cases(cases: list[Path]) -> tuple[list[Path], list[Path]]:
             [c for c in cases if c.name == VALIDATION_CASE])
 
 
+def read_case(case: Path) -> dict[str, np.ndarray]:
+    """Every contrast as stored (z, y, x), before normalisation (what fuse_volumes takes)."""
+    return {c: sitk.GetArrayFromImage(sitk.ReadImage(str(case / f"{c}.nii.gz")))
+            for c in CONTRASTS}
+
+
 def load_case(case: Path) -> dict[str, np.ndarray]:
     """Every contrast as float32 [0, 1] (z, y, x), normalised over its brain voxels."""
-    return {c: normalize_intensity(sitk.GetArrayFromImage(sitk.ReadImage(str(case / f"{c}.nii.gz"))))
-            for c in CONTRASTS}
+    return {c: normalize_intensity(volume) for c, volume in read_case(case).items()}
 
 
 def brain_box(volumes: dict[str, np.ndarray]) -> tuple[slice, ...]:

@@ -33,11 +33,10 @@ from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
-import SimpleITK as sitk
 import torch
 
 from ClinicalFMambaLib.baselines import BASELINES
-from ClinicalFMambaLib.brain3d_data import CONTRAST_PAIRS, CONTRASTS, VALIDATION_CASE
+from ClinicalFMambaLib.brain3d_data import CONTRAST_PAIRS, VALIDATION_CASE, read_case
 from ClinicalFMambaLib.cli_fusion import parse_metric_weight
 from ClinicalFMambaLib.fusion import BUNDLED_MODELS, fuse_normalized, load_fusion_model
 from ClinicalFMambaLib.fusion_targets import optimise_pair_metrics
@@ -80,9 +79,7 @@ def harvard_images(args: argparse.Namespace):
 
 def brain3d_images(args: argparse.Namespace):
     """The same for axial slices of the held-back brain3d case, fused as whole volumes."""
-    case = Path(args.data) / VALIDATION_CASE
-    raw = {c: sitk.GetArrayFromImage(sitk.ReadImage(str(case / f"{c}.nii.gz")))
-           for c in CONTRASTS}
+    raw = read_case(Path(args.data) / VALIDATION_CASE)
     unit = {c: normalize_intensity(volume) for c, volume in raw.items()}  # as load_case
     model = load_fusion_model(bundled(BUNDLED_MODELS[3]), dims=3, device="cpu")
     for x, y in CONTRAST_PAIRS:
@@ -151,7 +148,7 @@ def main() -> None:
             print(method.ljust(16) + "".join(f"{values[k]:8.3f}" for k in COLUMNS) + beats)
     for start, shares in explained.items():
         print(f"\npw({start}): the per-pixel (A, B) part explains {np.mean(shares):.3f} of the "
-              f"change's variance (range {np.min(shares):.3f}-{np.max(shares):.3f}, all types)")
+              f"change's variance (range {np.min(shares):.3f}-{np.max(shares):.3f} over the images)")
 
 
 if __name__ == "__main__":
