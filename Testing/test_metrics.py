@@ -257,6 +257,33 @@ def test_laplacian_keeps_detail_and_range():
         B.laplacian_pyramid_fusion(a, b, levels=-1)
 
 
+def test_detail_transfer_between_unchanged_and_laplacian():
+    rng = np.random.default_rng(14)
+    a, b = rng.random((2, 45, 38))
+    fused = B.max_fusion(a, b)
+    np.testing.assert_allclose(B.detail_transfer(a, b, fused, strength=0.0), fused, atol=1e-12)
+    np.testing.assert_allclose(B.detail_transfer(a, b, fused, finest_levels=0), fused, atol=1e-12)
+    # The mean's pyramid is the mean of the pyramids: replacing all of its band-pass levels
+    # gives back the Laplacian pyramid fusion.
+    np.testing.assert_allclose(B.detail_transfer(a, b, B.mean_fusion(a, b), finest_levels=4),
+                               B.laplacian_pyramid_fusion(a, b), atol=1e-12)
+    half = B.detail_transfer(a, b, fused, strength=0.5, finest_levels=1)
+    full = B.detail_transfer(a, b, fused, strength=1.0, finest_levels=1)
+    assert 0 < np.abs(half - fused).mean() < np.abs(full - fused).mean()
+    assert B.detail_transfer(a.astype(np.float32), b.astype(np.float32),
+                             fused.astype(np.float32)).dtype == np.float32
+    with pytest.raises(ValueError, match="shape"):
+        B.detail_transfer(a, b, fused[:8])
+
+
+@pytest.mark.parametrize("kwargs", [{"strength": 1.5}, {"strength": -0.1},
+                                    {"finest_levels": 5}, {"finest_levels": -1}])
+def test_detail_transfer_rejects_bad_options(kwargs):
+    a = np.zeros((16, 16))
+    with pytest.raises(ValueError):
+        B.detail_transfer(a, a, a, **kwargs)
+
+
 # ----------------------------------------------------------------------------- real data
 
 def _first_ct_mri_pair():

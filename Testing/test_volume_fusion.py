@@ -204,6 +204,14 @@ def test_volume_metrics(fused, arrays):
     assert all(np.isfinite(value) for value in metrics.values())
     with pytest.raises(ValueError, match="empty"):
         vf.volume_fusion_metrics(ya * 0, yb * 0, ya)
+    # The 5-slice sample three times over: thick enough for the volume SSIM's 11-voxel window.
+    ya2, yb2, f2 = (np.concatenate([x, x, x]) for x in (ya, yb, fused[0].luma))
+    box = (slice(None), slice(2, -2), slice(2, -2))
+    table = vf.volume_table_metrics(ya2, yb2, f2, box, slices=2)
+    assert set(vf.VOLUME_TABLE_COLUMNS) - set(table) == {"MS-SSIM"}  # too thin for 2 scales
+    assert table["2D SD"] == vf.volume_fusion_metrics(ya2, yb2, f2, slices=2)["SD"]
+    whole = vf.volume_table_metrics(ya2, yb2, f2, (slice(None),) * 3, slices=2)
+    assert table["PSNR"] != whole["PSNR"]  # the volume columns are scored inside the box
 
 
 def test_measured_slices_spread_evenly_over_the_slices_with_signal():

@@ -30,21 +30,14 @@ from tqdm import tqdm
 from ClinicalFMambaLib.baselines import BASELINES
 from ClinicalFMambaLib.brain3d_data import CONTRAST_PAIRS, CONTRASTS, VALIDATION_CASE, brain_box
 from ClinicalFMambaLib.fusion import BUNDLED_MODELS, load_fusion_model
-from ClinicalFMambaLib.metrics import METRIC_NAMES, beats_best_baseline, volume_metrics
+from ClinicalFMambaLib.metrics import beats_best_baseline
 from ClinicalFMambaLib.preprocessing import normalize_intensity
 from ClinicalFMambaLib.volume_figure import orthogonal_views
-from ClinicalFMambaLib.volume_fusion import fuse_volumes, volume_fusion_metrics
+from ClinicalFMambaLib.volume_fusion import VOLUME_TABLE_COLUMNS as COLUMNS
+from ClinicalFMambaLib.volume_fusion import fuse_volumes, volume_table_metrics
 from ClinicalFMambaLib.weights import bundled
 
-VOLUME_METRICS = ("PSNR", "SSIM", "MS-SSIM", "EN")
-COLUMNS = (*VOLUME_METRICS, *(f"2D {k}" for k in METRIC_NAMES))
 OURS = "tri-plane 3D"
-
-
-def score(a: np.ndarray, b: np.ndarray, fused: np.ndarray, box, slices: int) -> dict:
-    per_volume = volume_metrics(a[box], b[box], fused[box])
-    per_slice = volume_fusion_metrics(a, b, fused, slices=slices)
-    return {**per_volume, **{f"2D {k}": v for k, v in per_slice.items()}}
 
 
 def table(methods: dict[str, dict[str, float]], baselines: list[str]) -> list[str]:
@@ -99,8 +92,9 @@ def main() -> None:
             fused[name] = fuse_volumes(model, raw[x], raw[y]).luma
             seconds[name].append(time.perf_counter() - started)
         fused.update({name: fn(unit[x], unit[y]) for name, fn in BASELINES.items()})
-        results[f"{x}+{y}"] = {m: score(unit[x], unit[y], f, box, args.slices)
-                               for m, f in fused.items()}
+        results[f"{x}+{y}"] = {
+            m: volume_table_metrics(unit[x], unit[y], f, box, args.slices)
+            for m, f in fused.items()}
         if (x, y) == ("t2", "flair") and args.figure:
             views = orthogonal_views({"T2": unit[x], "FLAIR": unit[y], "max": fused["max"],
                                       OURS: fused[OURS]}, images["t2"].GetSpacing())
