@@ -38,9 +38,14 @@ def read_case(case: Path) -> dict[str, np.ndarray]:
             for c in CONTRASTS}
 
 
+def normalise_case(volumes: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Every contrast of ``read_case`` as float32 [0, 1], normalised over its brain voxels."""
+    return {c: normalize_intensity(volume) for c, volume in volumes.items()}
+
+
 def load_case(case: Path) -> dict[str, np.ndarray]:
     """Every contrast as float32 [0, 1] (z, y, x), normalised over its brain voxels."""
-    return {c: normalize_intensity(volume) for c, volume in read_case(case).items()}
+    return normalise_case(read_case(case))
 
 
 def brain_box(volumes: dict[str, np.ndarray]) -> tuple[slice, ...]:

@@ -53,6 +53,10 @@ METRIC_NAMES: tuple[str, ...] = (
     "EN", "SD", "SF", "AG", "MI", "SCD", "VIF", "Qabf", "SSIM", "PSNR",
 )
 HIGHER_IS_BETTER: dict[str, bool] = {name: True for name in METRIC_NAMES}
+# The 3D results table (volume_fusion.volume_table_metrics): ``volume_metrics`` of the whole
+# volume, then the 2D metrics averaged over axial slices.
+VOLUME_TABLE_COLUMNS: tuple[str, ...] = ("PSNR", "SSIM", "MS-SSIM", "EN",
+                                         *(f"2D {k}" for k in METRIC_NAMES))
 
 
 def beats_best_baseline(ours: dict[str, float], baselines: list[dict[str, float]],

@@ -25,7 +25,6 @@ import SimpleITK as sitk
 import torch
 
 from .fusion import BUNDLED_MODELS, load_fusion_model
-from .metrics import METRIC_NAMES, fusion_metrics, volume_metrics
 from .network import FusionNet
 from .preprocessing import normalize_intensity, rgb_to_ycbcr, signal_box, ycbcr_to_rgb
 from .sliding_window import FusionCancelled, sliding_window_fuse
@@ -36,8 +35,6 @@ BATCH_SLICES = 8
 BOX_MARGIN = 8  # voxels of context kept around the signal box for the 3D network
 # Slicer's RAS and ITK's LPS differ by the sign of their first two axes.
 RAS_TO_LPS = np.diag([-1.0, -1.0, 1.0])
-# The 3D results table: whole-volume columns, then the 2D metrics averaged over slices.
-VOLUME_TABLE_COLUMNS = ("PSNR", "SSIM", "MS-SSIM", "EN", *(f"2D {k}" for k in METRIC_NAMES))
 
 
 @dataclass(frozen=True)
@@ -218,6 +215,8 @@ def volume_fusion_metrics(a01: np.ndarray, b01: np.ndarray, fused01: np.ndarray,
                           slices: int = 5) -> dict[str, float]:
     """Mean of the 2D ``fusion_metrics`` over up to ``slices`` axial slices spread evenly
     through the slices where either input has signal (grey [0, 1] volumes of one shape)."""
+    from .metrics import fusion_metrics  # here, not at import: fusing needs no metrics
+
     if not a01.shape == b01.shape == fused01.shape or a01.ndim != 3:
         raise ValueError(f"need three (k, j, i) volumes of one shape, got {a01.shape}, "
                          f"{b01.shape}, {fused01.shape}")
@@ -228,9 +227,11 @@ def volume_fusion_metrics(a01: np.ndarray, b01: np.ndarray, fused01: np.ndarray,
 
 def volume_table_metrics(a01: np.ndarray, b01: np.ndarray, fused01: np.ndarray,
                          box: tuple[slice, ...], slices: int = 30) -> dict[str, float]:
-    """The 3D results table's columns (``VOLUME_TABLE_COLUMNS``): PSNR, SSIM, MS-SSIM and EN
-    of the volume inside ``box`` (``metrics.volume_metrics``), and the 2D metrics averaged
-    over ``slices`` axial slices (``volume_fusion_metrics``), prefixed "2D "."""
+    """The 3D results table's columns (``metrics.VOLUME_TABLE_COLUMNS``): PSNR, SSIM, MS-SSIM
+    and EN of the volume inside ``box`` (``metrics.volume_metrics``), and the 2D metrics
+    averaged over ``slices`` axial slices (``volume_fusion_metrics``), prefixed "2D "."""
+    from .metrics import volume_metrics
+
     per_slice = volume_fusion_metrics(a01, b01, fused01, slices=slices)
     return {**volume_metrics(a01[box], b01[box], fused01[box]),
             **{f"2D {k}": v for k, v in per_slice.items()}}

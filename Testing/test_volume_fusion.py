@@ -14,6 +14,7 @@ import torch
 from ClinicalFMambaLib import volume_fusion as vf
 from ClinicalFMambaLib.classify import Cancelled
 from ClinicalFMambaLib.fusion import BUNDLED_MODELS, fuse_normalized
+from ClinicalFMambaLib.metrics import VOLUME_TABLE_COLUMNS
 from ClinicalFMambaLib.preprocessing import normalize_intensity
 from ClinicalFMambaLib.weights import bundled
 
@@ -208,7 +209,7 @@ def test_volume_metrics(fused, arrays):
     ya2, yb2, f2 = (np.concatenate([x, x, x]) for x in (ya, yb, fused[0].luma))
     box = (slice(None), slice(2, -2), slice(2, -2))
     table = vf.volume_table_metrics(ya2, yb2, f2, box, slices=2)
-    assert set(vf.VOLUME_TABLE_COLUMNS) - set(table) == {"MS-SSIM"}  # too thin for 2 scales
+    assert set(VOLUME_TABLE_COLUMNS) - set(table) == {"MS-SSIM"}  # too thin for 2 scales
     assert table["2D SD"] == vf.volume_fusion_metrics(ya2, yb2, f2, slices=2)["SD"]
     whole = vf.volume_table_metrics(ya2, yb2, f2, (slice(None),) * 3, slices=2)
     assert table["PSNR"] != whole["PSNR"]  # the volume columns are scored inside the box

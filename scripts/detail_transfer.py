@@ -25,13 +25,13 @@ import torch
 from tqdm import tqdm
 
 from ClinicalFMambaLib.baselines import BASELINES, detail_transfer
-from ClinicalFMambaLib.brain3d_data import CONTRAST_PAIRS, VALIDATION_CASE, brain_box, read_case
+from ClinicalFMambaLib.brain3d_data import (CONTRAST_PAIRS, VALIDATION_CASE, brain_box,
+                                            normalise_case, read_case)
 from ClinicalFMambaLib.fusion import BUNDLED_MODELS, fuse_normalized, load_fusion_model
 from ClinicalFMambaLib.harvard_data import find_pairs, load_luma_pair, split_by_case
-from ClinicalFMambaLib.metrics import METRIC_NAMES, beats_best_baseline, fusion_metrics
-from ClinicalFMambaLib.preprocessing import normalize_intensity
-from ClinicalFMambaLib.volume_fusion import (VOLUME_TABLE_COLUMNS, fuse_volumes,
-                                             volume_table_metrics)
+from ClinicalFMambaLib.metrics import (METRIC_NAMES, VOLUME_TABLE_COLUMNS, beats_best_baseline,
+                                       fusion_metrics)
+from ClinicalFMambaLib.volume_fusion import fuse_volumes, volume_table_metrics
 from ClinicalFMambaLib.weights import bundled
 
 
@@ -63,10 +63,10 @@ def harvard_scores(args: argparse.Namespace) -> tuple[dict, tuple[str, ...]]:
 
 
 def brain3d_scores(args: argparse.Namespace) -> tuple[dict, tuple[str, ...]]:
-    """{"brain3d": {method: [table columns of each contrast pair]}} on the held-back volume."""
+    """{case: {method: [table columns of each contrast pair]}} on the held-back volume."""
     model = load_fusion_model(bundled(BUNDLED_MODELS[3]), dims=3, device="cpu")
     raw = read_case(Path(args.data) / VALIDATION_CASE)
-    unit = {c: normalize_intensity(v) for c, v in raw.items()}
+    unit = normalise_case(raw)
     box = brain_box(unit)
     rows = defaultdict(list)
     for x, y in tqdm(CONTRAST_PAIRS, desc="pairs", unit="pair"):

@@ -28,12 +28,12 @@ from PIL import Image
 from tqdm import tqdm
 
 from ClinicalFMambaLib.baselines import BASELINES
-from ClinicalFMambaLib.brain3d_data import CONTRAST_PAIRS, CONTRASTS, VALIDATION_CASE, brain_box
+from ClinicalFMambaLib.brain3d_data import (CONTRAST_PAIRS, CONTRASTS, VALIDATION_CASE, brain_box,
+                                            normalise_case)
 from ClinicalFMambaLib.fusion import BUNDLED_MODELS, load_fusion_model
+from ClinicalFMambaLib.metrics import VOLUME_TABLE_COLUMNS as COLUMNS
 from ClinicalFMambaLib.metrics import beats_best_baseline
-from ClinicalFMambaLib.preprocessing import normalize_intensity
 from ClinicalFMambaLib.volume_figure import orthogonal_views
-from ClinicalFMambaLib.volume_fusion import VOLUME_TABLE_COLUMNS as COLUMNS
 from ClinicalFMambaLib.volume_fusion import fuse_volumes, volume_table_metrics
 from ClinicalFMambaLib.weights import bundled
 
@@ -76,7 +76,7 @@ def main() -> None:
     case = Path(args.data) / VALIDATION_CASE
     images = {c: sitk.ReadImage(str(case / f"{c}.nii.gz")) for c in CONTRASTS}
     raw = {c: sitk.GetArrayFromImage(image) for c, image in images.items()}
-    unit = {c: normalize_intensity(volume) for c, volume in raw.items()}  # as load_case
+    unit = normalise_case(raw)
     box = brain_box(unit)
     models = {OURS: load_fusion_model(args.weights or bundled(BUNDLED_MODELS[3]), dims=3,
                                       device="cpu")}

@@ -36,14 +36,14 @@ import numpy as np
 import torch
 
 from ClinicalFMambaLib.baselines import BASELINES
-from ClinicalFMambaLib.brain3d_data import CONTRAST_PAIRS, VALIDATION_CASE, read_case
+from ClinicalFMambaLib.brain3d_data import (CONTRAST_PAIRS, VALIDATION_CASE, normalise_case,
+                                            read_case)
 from ClinicalFMambaLib.cli_fusion import parse_metric_weight
 from ClinicalFMambaLib.fusion import BUNDLED_MODELS, fuse_normalized, load_fusion_model
 from ClinicalFMambaLib.fusion_targets import optimise_pair_metrics
 from ClinicalFMambaLib.harvard_data import find_pairs, load_luma_pair, split_by_case
 from ClinicalFMambaLib.metric_objective import MetricObjective
 from ClinicalFMambaLib.metrics import METRIC_NAMES, beats_best_baseline, fusion_metrics, to_gray8
-from ClinicalFMambaLib.preprocessing import normalize_intensity
 from ClinicalFMambaLib.volume_fusion import fuse_volumes, measured_slices
 from ClinicalFMambaLib.weights import bundled
 
@@ -80,7 +80,7 @@ def harvard_images(args: argparse.Namespace):
 def brain3d_images(args: argparse.Namespace):
     """The same for axial slices of the held-back brain3d case, fused as whole volumes."""
     raw = read_case(Path(args.data) / VALIDATION_CASE)
-    unit = {c: normalize_intensity(volume) for c, volume in raw.items()}  # as load_case
+    unit = normalise_case(raw)
     model = load_fusion_model(bundled(BUNDLED_MODELS[3]), dims=3, device="cpu")
     for x, y in CONTRAST_PAIRS:
         fused = {"model": fuse_volumes(model, raw[x], raw[y]).luma}
