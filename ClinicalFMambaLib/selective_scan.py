@@ -3,8 +3,10 @@
     h_t = exp(delta_t * A) * h_{t-1} + delta_t * B_t * u_t
     y_t = <C_t, h_t> + D * u_t            (then y * silu(z) when z is given)
 
-On CUDA with ``mamba-ssm`` importable, the fused kernel is used. Everywhere else a pure
-PyTorch *chunked two-pass* scan gives the same numbers:
+Three implementations give the same numbers (``scan_path`` picks one, see below): mamba-ssm's
+fused CUDA kernel, a Triton kernel (``selective_scan_triton.py``; Triton ships with Linux CUDA
+builds of PyTorch, so it covers GPUs where mamba-ssm does not install), and the pure PyTorch
+*chunked two-pass* scan, which runs everywhere:
 
 1. split L into ``n_chunks`` chunks of T positions (T ~ sqrt(L));
 2. pass 1 steps through the T positions updating every chunk at once from a zero state, which
@@ -19,12 +21,22 @@ built: the work is 2T + n_chunks vectorised steps over tensors of D * N * n_chun
 
 from __future__ import annotations
 
+import logging
 import math
+import os
+import warnings
 
 import torch
 import torch.nn.functional as F
 
+logger = logging.getLogger(__name__)
+
+SCAN_ENV = "CLINICALFMAMBA_SCAN"
+SCAN_CHOICES = ("auto", "mamba", "triton", "chunked")
+
 _fused_kernel = None  # resolved on first CUDA call; None until then, False if unavailable
+_triton_module = None  # likewise for the Triton scan module
+_logged_paths: set[tuple[str, str]] = set()
 
 
 def _cuda_kernel():
@@ -43,39 +55,124 @@ def fused_kernel_available() -> bool:
     return torch.cuda.is_available() and _cuda_kernel() is not None
 
 
+def _triton():
+    """The Triton scan module, or None when triton does not import (it is optional)."""
+    global _triton_module
+    if _triton_module is None:
+        try:
+            from . import selective_scan_triton as module
+            _triton_module = module
+        except ImportError:
+            _triton_module = False
+    return _triton_module or None
+
+
+def _requested(scan: str | None) -> str:
+    return (scan or os.environ.get(SCAN_ENV) or "auto").strip().lower()
+
+
+def scan_path(device: torch.device | str, requested: str | None = None) -> str:
+    """The implementation that scans tensors on ``device``: 'mamba', 'triton' or 'chunked'.
+
+    ``requested`` (else the CLINICALFMAMBA_SCAN environment variable, else 'auto'): 'auto'
+    picks, on CUDA, mamba-ssm when it imports, else Triton when it imports, else the chunked
+    scan, and on the CPU the chunked scan. A forced path that cannot run here is an error
+    (Triton on CPU tensors only runs under its interpreter, TRITON_INTERPRET=1).
+    """
+    device = torch.device(device)
+    requested = _requested(requested)
+    if requested not in SCAN_CHOICES:
+        raise ValueError(f"selective scan must be one of {', '.join(SCAN_CHOICES)} "
+                         f"({SCAN_ENV} or scan=), not {requested!r}")
+    cuda = device.type == "cuda"
+    if requested == "auto":
+        path = "chunked"
+        if cuda:
+            path = "mamba" if _cuda_kernel() else "triton" if _triton() else "chunked"
+    else:
+        path = requested
+        if path == "mamba" and not (cuda and _cuda_kernel()):
+            raise RuntimeError("selective scan 'mamba' needs CUDA tensors and the mamba-ssm "
+                               "package" + ("" if cuda else f"; these tensors are on {device}"))
+        if path == "triton":
+            module = _triton()
+            if module is None:
+                raise RuntimeError("selective scan 'triton' needs the triton package, which "
+                                   "does not import here")
+            if not cuda and not module.INTERPRETED:
+                raise RuntimeError("selective scan 'triton' on CPU tensors needs Triton's "
+                                   "interpreter: set TRITON_INTERPRET=1 before importing "
+                                   "ClinicalFMambaLib")
+    if (device.type, path) not in _logged_paths:
+        _logged_paths.add((device.type, path))
+        logger.info("selective scan on %s: %s (%s)", device.type, path,
+                    "forced" if requested != "auto" else "auto")
+    return path
+
+
+def selective_scan_triton(u, delta, A, B, C, D=None, z=None, delta_bias=None,
+                          delta_softplus=False, return_last_state=False, chunk=None):
+    """The Triton kernel (``selective_scan_triton.selective_scan_triton``); needs triton."""
+    if _triton() is None:
+        raise RuntimeError("the Triton selective scan needs the triton package")
+    return _triton().selective_scan_triton(u, delta, A, B, C, D, z, delta_bias, delta_softplus,
+                                           return_last_state, chunk)
+
+
 def selective_scan_fn(u: torch.Tensor, delta: torch.Tensor, A: torch.Tensor, B: torch.Tensor,
                       C: torch.Tensor, D: torch.Tensor | None = None, z: torch.Tensor | None = None,
                       delta_bias: torch.Tensor | None = None, delta_softplus: bool = False,
-                      return_last_state: bool = False):
+                      return_last_state: bool = False, scan: str | None = None):
     """Selective scan with the signature of ``mamba_ssm.ops.selective_scan_interface``.
 
     Shapes: u, delta, z (batch, dim, L); A (dim, N); B, C (batch, N, L) or grouped
     (batch, G, N, L) with dim divisible by G (channel d uses group d // (dim // G));
     D, delta_bias (dim,). Returns y (batch, dim, L) and, with ``return_last_state``,
-    also the final state (batch, dim, N).
+    also the final state (batch, dim, N). ``scan`` forces an implementation (``scan_path``).
     """
-    if u.is_cuda:
-        kernel = _cuda_kernel()
-        if kernel is not None:
-            return kernel(u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state)
-    return selective_scan_chunked(u, delta, A, B, C, D, z, delta_bias, delta_softplus,
-                                  return_last_state)
+    args = (u, delta, A, B, C, D, z, delta_bias, delta_softplus, return_last_state)
+    path = scan_path(u.device, scan)
+    if path == "mamba":
+        return _cuda_kernel()(*args)
+    if path == "triton":
+        if _requested(scan) == "triton":
+            return selective_scan_triton(*args)
+        try:
+            return selective_scan_triton(*args)
+        except (ValueError, torch.cuda.OutOfMemoryError):
+            raise
+        except Exception as error:  # chosen automatically but cannot compile here (Triton
+            _give_up_triton(error)    # builds its launcher with the system's C compiler)
+    return selective_scan_chunked(*args)
 
 
-def _prepare(u, delta, A, B, C, delta_bias, delta_softplus):
-    """Validate shapes, apply bias/softplus and return grouped views."""
+def _give_up_triton(error: Exception) -> None:
+    global _triton_module
+    _triton_module = False
+    warnings.warn(f"the Triton selective scan failed ({type(error).__name__}: {error}); "
+                  "using the chunked PyTorch scan from now on", stacklevel=3)
+
+
+def grouped_shapes(u, delta, A, B, C) -> tuple[torch.Tensor, torch.Tensor, int]:
+    """B and C as (batch, G, N, L) views and G, after checking every shape of the contract."""
     if u.dim() != 3 or delta.shape != u.shape:
         raise ValueError(f"u and delta must both be (batch, dim, L); got {tuple(u.shape)} "
                          f"and {tuple(delta.shape)}")
     batch, dim, length = u.shape
-    if A.shape[0] != dim or A.dim() != 2:
+    if A.dim() != 2 or A.shape[0] != dim:
         raise ValueError(f"A must be (dim={dim}, N); got {tuple(A.shape)}")
-    if B.dim() == 3:
-        B, C = B.unsqueeze(1), C.unsqueeze(1)
-    groups = B.shape[1]
-    if B.shape != (batch, groups, A.shape[1], length) or C.shape != B.shape or dim % groups:
+    Bg, Cg = (B.unsqueeze(1), C.unsqueeze(1)) if B.dim() == 3 else (B, C)
+    groups = Bg.shape[1] if Bg.dim() == 4 else 0
+    if (Bg.shape != (batch, groups, A.shape[1], length) or Cg.shape != Bg.shape or not groups
+            or dim % groups):
         raise ValueError(f"B and C must be (batch, N, L) or (batch, G, N, L) with dim % G == 0; "
                          f"got B {tuple(B.shape)}, C {tuple(C.shape)}, dim {dim}, N {A.shape[1]}")
+    return Bg, Cg, groups
+
+
+def _prepare(u, delta, A, B, C, delta_bias, delta_softplus):
+    """Validate shapes, apply bias/softplus and return grouped views."""
+    B, C, groups = grouped_shapes(u, delta, A, B, C)
     dtype = torch.promote_types(u.dtype, torch.float32)  # half inputs are scanned in float32
     delta = delta.to(dtype)
     if delta_bias is not None:
