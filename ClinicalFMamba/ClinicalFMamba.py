@@ -1,21 +1,26 @@
 """ClinicalFMamba 3D Slicer module: fuse two co-registered volumes and classify the result.
 
-The numbers are computed by ClinicalFMambaLib (installed beside this file by the extension,
-one folder up in a source checkout); this file moves volumes between MRML nodes and arrays,
-sets up the display and binds the GUI to a parameter node. Torch is imported only after
-``ClinicalFMambaLogic.ensureDependencies``, so Slicer can list the module before PyTorch is
-installed. Without the Slicer application (pip's ``slicer-core``: real MRML, no Qt) the logic
-works the same and the GUI classes stay inert.
+The networks run in a separate process, ClinicalFMambaLib's worker (``PythonSlicer -m
+ClinicalFMambaLib.worker``), never in Slicer's own process: this file checks the inputs,
+brings B onto A's grid, writes both to a private temporary folder, starts the worker, follows
+its progress lines, and publishes what it wrote as MRML nodes on the main thread. Cancel kills
+the worker's whole process tree. Torch is never imported here, so Slicer lists the module
+before PyTorch is installed. Without the Slicer application (pip's ``slicer-core``: real MRML,
+no Qt) the logic works the same and the GUI classes stay inert.
+
+Supported Slicer versions: 5.6, 5.8 and 5.10 (docs/slicer.md).
 """
 
 from __future__ import annotations
 
+import importlib.metadata
 import importlib.util
+import json
 import logging
+import shutil
 import sys
-import threading
-import warnings
-from dataclasses import dataclass, field
+import tempfile
+import time
 from pathlib import Path
 from typing import Annotated, Callable
 
@@ -24,6 +29,7 @@ import slicer
 import vtk
 from slicer import vtkMRMLScalarVolumeNode
 from slicer.util import VTKObservationMixin
+from vtk.util.numpy_support import vtk_to_numpy
 
 try:  # the Slicer application
     import qt
@@ -57,6 +63,7 @@ LIBRARY_ROOT = _libraryRoot()
 if str(LIBRARY_ROOT) not in sys.path:
     sys.path.insert(0, str(LIBRARY_ROOT))
 
+SUPPORTED_SLICER = ((5, 6), (5, 8), (5, 10))  # tested against these releases' sources
 SAMPLE_DIR = LIBRARY_ROOT / "Resources" / "sample" / "volume"
 SAMPLE_FILES = ("TCGA-DU-7294_t2.nii.gz", "TCGA-DU-7294_flair.nii.gz")
 MODEL_CHOICES = ("auto", "2d", "3d")  # ClinicalFMambaLib.volume_fusion.MODEL_KINDS
@@ -68,16 +75,26 @@ REQUIREMENTS = {
     "SimpleITK": "SimpleITK>=2.3", "safetensors": "safetensors>=0.4", "tqdm": "tqdm>=4.60",
     "PIL": "Pillow>=9.0",
 }
-MAMBA_REQUIREMENT = "mamba-ssm>=2.0"
-FUSION_SHARE = 0.7  # part of the progress bar for fusion when the result is classified
+MINIMUM_TORCH = "2.1"  # pyproject.toml: torch>=2.1
 HEATMAP_THRESHOLD = 0.3  # heat below this is transparent, so the fused image shows through
 HEATMAP_COLORS = "ClinicalFMamba heatmap"
+ROLE = "ClinicalFMamba.Role"  # attribute marking the nodes this module made
+VERDICT = "ClinicalFMamba.Verdict"
 # Node references from the fused volume to its companions.
 REFERENCES = ("Heatmap", "Probabilities", "SliceVerdicts", "Metrics")
+POLL_SECONDS = 0.05  # how often the blocking ``fuse`` looks at the worker
 
 
 class DependencyError(RuntimeError):
     """A package the module needs is missing and was not installed."""
+
+
+class Cancelled(RuntimeError):
+    """The run was cancelled (by the user, a scene close or a removed input)."""
+
+
+class WorkerFailed(RuntimeError):
+    """The worker process reported an error, crashed or was killed."""
 
 
 #
@@ -95,7 +112,9 @@ class ClinicalFMamba(ScriptedLoadableModule):
             "Fuses two co-registered volumes (MRI with CT, PET or SPECT; colour maps are fused"
             " on their luma) with a CNN-Mamba network and shows a tumour classifier's verdict"
             " and heatmap on the result. Volume B is resampled onto volume A when their grids"
-            " differ. See docs/slicer.md of the ClinicalFMamba repository.")
+            " differ. The networks run in a separate process; Cancel stops it at once."
+            " Supported Slicer versions: 5.6, 5.8, 5.10. See docs/slicer.md of the"
+            " SlicerClinicalFMamba repository.")
         self.parent.acknowledgementText = (
             "Method: ClinicalFMamba (Zhou and Khalvati, MICCAI MLMI 2025), re-implemented.")
 
@@ -117,7 +136,7 @@ class ClinicalFMambaParameterNode:
 
 
 #
-# Widget
+# Widget (needs the Qt application; kept thin: the logic's FusionJob does the work)
 #
 
 class ClinicalFMambaWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
@@ -130,15 +149,14 @@ class ClinicalFMambaWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self._parameterNode = None
         self._guiTag = None
         self._job = None
-        self._thread = None
         self._timer = None
 
     def setup(self) -> None:
         ScriptedLoadableModuleWidget.setup(self)
-        uiWidget = slicer.util.loadUI(self.resourcePath("UI/ClinicalFMamba.ui"))
-        self.layout.addWidget(uiWidget)
-        self.ui = slicer.util.childWidgetVariables(uiWidget)
-        uiWidget.setMRMLScene(slicer.mrmlScene)
+        self._uiWidget = slicer.util.loadUI(self.resourcePath("UI/ClinicalFMamba.ui"))
+        self.layout.addWidget(self._uiWidget)
+        self.ui = slicer.util.childWidgetVariables(self._uiWidget)
+        self._uiWidget.setMRMLScene(slicer.mrmlScene)
         self.logic = ClinicalFMambaLogic()
         self._timer = qt.QTimer()
         self._timer.setInterval(self.POLL_MS)
@@ -146,21 +164,31 @@ class ClinicalFMambaWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.StartCloseEvent, self.onSceneStartClose)
         self.addObserver(slicer.mrmlScene, slicer.mrmlScene.EndCloseEvent, self.onSceneEndClose)
         self.ui.fuseButton.clicked.connect(self.onFuseButton)
+        if (slicer.app.majorVersion, slicer.app.minorVersion) < SUPPORTED_SLICER[0]:
+            self.ui.statusLabel.text = "This Slicer is older than 5.6, which ClinicalFMamba needs."
         self.initializeParameterNode()
 
     def cleanup(self) -> None:
-        self._requestCancel()
+        """Called when the module is reloaded or Slicer quits: the timer stops and the worker
+        is killed, so nothing polls deleted widgets or runs on unseen."""
+        self._timer.stop()
+        if self._job is not None:
+            self._job.cancel("the module was closed")
+            self._job.close()
+            self._job = None
+        self.setParameterNode(None)
         self.removeObservers()
 
     def enter(self) -> None:
         self.initializeParameterNode()
 
     def exit(self) -> None:
-        self.setParameterNode(None)
+        self.setParameterNode(None)  # a running job goes on; its timer publishes the result
 
     def onSceneStartClose(self, caller, event) -> None:
-        self._requestCancel()
+        # The job cancels itself on the same event (FusionJob._onSceneClose).
         self.setParameterNode(None)
+        self._showVerdict("")
 
     def onSceneEndClose(self, caller, event) -> None:
         if self.parent.isEntered:
@@ -176,9 +204,18 @@ class ClinicalFMambaWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
                                 self._updateButton)
         self._parameterNode = parameterNode
         if self._parameterNode:
-            self._guiTag = self._parameterNode.connectGui(self.ui)
+            # connectGui returns its tag only from 5.10 (wrapper.py, v5.8.1 line 253 lacks the
+            # return that v5.10.0 line 253 has), so disconnectGui above did nothing on 5.6/5.8
+            # and stale connectors reset Model/Device. connectParametersToGui returns the tag
+            # in 5.6-5.10 (wrapper.py lines 194-213).
+            self._guiTag = self._parameterNode.connectParametersToGui(self._parameterWidgets())
             self.addObserver(self._parameterNode, vtk.vtkCommand.ModifiedEvent, self._updateButton)
             self._updateButton()
+
+    def _parameterWidgets(self) -> dict:
+        return {widget.property("SlicerParameterName"): widget
+                for widget in self._uiWidget.findChildren(qt.QWidget)
+                if widget.property("SlicerParameterName")}
 
     def _updateButton(self, caller=None, event=None) -> None:
         if self._job is not None:
@@ -190,133 +227,191 @@ class ClinicalFMambaWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def onFuseButton(self) -> None:
         if self._job is not None:
-            self._requestCancel()
+            self._job.cancel("cancelled by the user")
+            self._poll()
             return
         p = self._parameterNode
         with slicer.util.tryWithErrorDisplay("ClinicalFMamba could not start.", waitCursor=True):
             self.logic.ensureDependencies(askConfirmation=True)
-            self._job = self.logic.prepare(
+            self._job = self.logic.start(
                 p.inputA, p.inputB, p.output, model=p.model, device=p.device,
                 classify=p.classify, metrics=p.metrics, heatmapOpacity=p.heatmapOpacity)
-            # The network runs in a thread (torch releases the GIL); MRML is touched only
-            # here, on the main thread, before and after.
-            self._thread = threading.Thread(target=self._job.runCatching, daemon=True)
-            self._thread.start()
             self._timer.start()
             self.ui.fuseButton.text = "Cancel"
             self.ui.statusLabel.text = "Starting..."
-
-    def _requestCancel(self) -> None:
-        if self._job is not None:
-            self._job.cancelRequested = True
-            self.ui.statusLabel.text = "Cancelling..."
+            self._showVerdict("")
 
     def _poll(self) -> None:
         job = self._job
+        finished = job.poll()
         self.ui.progressBar.value = int(round(100 * job.fraction))
         self.ui.statusLabel.text = job.status
-        if self._thread.is_alive():
+        if not finished:
             return
         self._timer.stop()
-        self._job = self._thread = None
+        self._job = None
         self.ui.fuseButton.text = "Fuse"
         self._updateButton()
-        if job.cancelled:
-            self.ui.statusLabel.text = "Cancelled; nothing was created."
-        elif job.error is not None:
-            self.ui.statusLabel.text = f"Failed: {job.error}"
-            slicer.util.errorDisplay(f"ClinicalFMamba failed: {job.error}")
-        else:
-            with slicer.util.tryWithErrorDisplay("Could not show the result.", waitCursor=True):
-                self._showTables(self.logic.publish(job))
-                self.ui.statusLabel.text = job.status
+        try:
+            if job.state == "failed":
+                slicer.util.errorDisplay(f"ClinicalFMamba failed: {job.error}")
+            elif job.state == "done":
+                with slicer.util.tryWithErrorDisplay("Could not show the result.", waitCursor=True):
+                    output = self.logic.publish(job)
+                    self._showTables(output)
+                    self._showVerdict(output.GetAttribute(VERDICT) or "")
+                    self.ui.statusLabel.text = job.status
+        finally:
+            job.close()
 
     def _showTables(self, output) -> None:
         self.ui.probabilitiesView.setMRMLTableNode(output.GetNodeReference("Probabilities"))
         self.ui.sliceVerdictsView.setMRMLTableNode(output.GetNodeReference("SliceVerdicts"))
         self.ui.metricsView.setMRMLTableNode(output.GetNodeReference("Metrics"))
 
+    def _showVerdict(self, text: str) -> None:
+        """In the module panel and on the upper edge of every slice view. DataProbe's slice
+        annotations write only the four corners (SliceViewAnnotations.py in 5.6.2-5.10.0:
+        four cornerTexts, lines 52-85; drawCornerAnnotations sets positions 0-3 at lines
+        649-666; clearing covers range(4), lines 401-402), so the upper edge (position 7)
+        keeps the verdict while the user scrolls."""
+        self.ui.verdictLabel.text = text
+        layoutManager = slicer.app.layoutManager()
+        if layoutManager is None:
+            return
+        for name in layoutManager.sliceViewNames():
+            view = layoutManager.sliceWidget(name).sliceView()
+            view.cornerAnnotation().SetText(vtk.vtkCornerAnnotation.UpperEdge, text)
+            view.scheduleRender()
+
 
 #
 # Logic
 #
 
-@dataclass
-class FusionJob:
-    """Everything one fusion needs, taken from the nodes, and its results.
+def workerPython() -> str:
+    """The interpreter that runs the worker: inside Slicer its ``PythonSlicer`` launcher (which
+    sets up Slicer's Python environment; found on PATH as SlicerMONAIAuto3DSeg,
+    MONAIAuto3DSeg.py line 1300, and SlicerTotalSegmentator, TotalSegmentator.py line 1119,
+    find it), elsewhere the current interpreter."""
+    if not hasattr(slicer, "app"):
+        return sys.executable
+    found = shutil.which("PythonSlicer")
+    if not found:
+        raise RuntimeError("PythonSlicer was not found on Slicer's PATH; the fusion worker"
+                           " cannot start (reinstall Slicer)")
+    return found
 
-    ``run`` only touches numpy arrays and the library, so it may run in a worker thread;
-    ``ClinicalFMambaLogic.publish`` turns the results into nodes on the main thread.
+
+class FusionJob:
+    """One fusion of two volume nodes by the worker process: ``start``, then ``poll`` until it
+    returns True; ``cancel`` kills the process tree at once. ``ClinicalFMambaLogic.publish``
+    turns a finished job into nodes; ``close`` removes the temporary folder (and kills the
+    worker if it still runs). The voxels are copied out of the nodes when the job is made,
+    so the inputs may change while it runs without changing the result.
+
+    ``state``: "prepared", "running", "done", "failed" or "cancelled".
     """
 
-    inputA: object
-    inputB: object
-    output: object
-    a: np.ndarray
-    b: np.ndarray
-    worldIJKToRAS: np.ndarray
-    options: dict
-    fraction: float = 0.0
-    status: str = ""
-    cancelRequested: bool = False
-    cancelled: bool = False
-    error: BaseException | None = None
-    fused: object = None
-    classification: object = None
-    metrics: dict | None = None
-    warnings: list[str] = field(default_factory=list)
+    def __init__(self, inputA, inputB, output, a: np.ndarray, b: np.ndarray,
+                 worldIJKToRAS: np.ndarray, options: dict, warnings: list[str]) -> None:
+        self.inputA, self.inputB, self.output = inputA, inputB, output
+        self.a, self.b, self.worldIJKToRAS = a, b, worldIJKToRAS
+        self.options = options
+        self.warnings = warnings
+        self.state = "prepared"
+        self.fraction, self.status = 0.0, ""
+        self.error: str | None = None
+        self.result: dict | None = None
+        self.folder: Path | None = None
+        self.process = None
+        self._scene = None
+        self._observer = None
 
-    def _report(self, fraction: float, status: str,
-                progress: Callable[[float], None] | None) -> None:
-        self.fraction, self.status = fraction, status
-        if progress is not None:
-            progress(fraction)
+    @property
+    def finished(self) -> bool:
+        return self.state in ("done", "failed", "cancelled")
 
-    def run(self, progress: Callable[[float], None] | None = None,
-            cancel: Callable[[], bool] | None = None) -> None:
-        """Fuse, classify, measure; raises the library's ``Cancelled`` when cancelled."""
-        from ClinicalFMambaLib import classify, volume_fusion
-        from ClinicalFMambaLib.fusion import resolve_device
+    def start(self, python: str | None = None) -> FusionJob:
+        from ClinicalFMambaLib import worker
 
-        def stop() -> bool:
-            return self.cancelRequested or (cancel is not None and cancel())
-
-        opts = self.options
-        share = FUSION_SHARE if opts["classify"] else 1.0
-        # Both networks are loaded first, so a missing or corrupt file is reported at once.
-        self._report(0.0, "Loading the networks", progress)
-        model = volume_fusion.load_volume_model(opts["model"], opts["device"])
-        classifier = None
-        if opts["classify"]:
-            classifier = classify.load_classifier(opts["classifier"],
-                                                  device=str(resolve_device(opts["device"])))
-        self.fused = volume_fusion.fuse_volumes(
-            model, self.a, self.b, cancel=stop,
-            progress=lambda f: self._report(share * f, "Fusing", progress))
-        if classifier is not None:
-            directions = volume_fusion.axes_of(self.worldIJKToRAS)[0]
-            self.classification = classify.classify_volume(
-                classifier, self.fused.luma, direction=directions, space="RAS", cancel=stop,
-                progress=lambda done, total: self._report(
-                    share + (1 - share) * done / total, "Classifying", progress))
-        if opts["metrics"]:
-            self.metrics = volume_fusion.volume_fusion_metrics(
-                volume_fusion.volume_luma(self.a)[0], volume_fusion.volume_luma(self.b)[0],
-                self.fused.luma)
-        verdict = f": {self.classification.prediction}" if self.classification else ""
-        self._report(1.0, "; ".join([f"Done{verdict}"] + self.warnings), progress)
-
-    def runCatching(self) -> None:
-        """``run`` for a worker thread: the outcome is kept in ``cancelled`` / ``error``."""
-        from ClinicalFMambaLib.classify import Cancelled
-
+        self.folder = Path(tempfile.mkdtemp(prefix="ClinicalFMamba-"))
         try:
-            self.run()
-        except Cancelled:
-            self.cancelled = True
-        except Exception as error:  # reported by the GUI on the main thread
-            logging.exception("ClinicalFMamba failed")
-            self.error = error
+            (self.folder / worker.JOB_FILE).write_text(json.dumps(
+                {key: self.options[key] for key in ("model", "device", "classify", "metrics",
+                                                    "classifier")}))
+            _writeVolume(self.a, self.worldIJKToRAS, self.folder / worker.INPUT_A)
+            _writeVolume(self.b, self.worldIJKToRAS, self.folder / worker.INPUT_B)
+            self.process = worker.WorkerProcess(python or workerPython(), self.folder,
+                                                LIBRARY_ROOT)
+        except BaseException:
+            self.close()
+            raise
+        self.a = self.b = None  # the worker has them now
+        self.state, self.status = "running", "Starting the worker"
+        self._scene = slicer.mrmlScene
+        self._observer = self._scene.AddObserver(slicer.vtkMRMLScene.StartCloseEvent,
+                                                 self._onSceneClose)
+        return self
+
+    def _onSceneClose(self, caller, event) -> None:
+        self.cancel("the scene was closed")
+
+    def poll(self) -> bool:
+        """Read the worker's new lines; True once the job has finished (any outcome)."""
+        if self.state != "running":
+            return self.finished
+        from ClinicalFMambaLib import worker
+
+        for message in self.process.messages():
+            if "progress" in message:
+                self.fraction = float(message["progress"])
+                self.status = str(message.get("status", self.status))
+            if "warning" in message:
+                self.warnings.append(str(message["warning"]))
+            if "error" in message:
+                self.error = str(message["error"])
+        code = self.process.returncode()
+        if code is None:
+            return False
+        self.process.messages()  # nothing more can come
+        if code == 0 and (self.folder / worker.RESULT).is_file():
+            self.result = json.loads((self.folder / worker.RESULT).read_text())
+            self.state, self.fraction = "done", 1.0
+            self.status = "; ".join([f"Done{_verdictSuffix(self.result)}"] + self.warnings)
+        else:
+            if self.error is None:
+                detail = self.process.stderr_tail()
+                self.error = (f"the fusion worker {self.process.exit_description()}"
+                              + (f": {detail}" if detail else " without a message"))
+            self.state, self.status = "failed", f"Failed: {self.error}"
+        self._stopObserving()
+        return True
+
+    def cancel(self, reason: str = "cancelled") -> None:
+        """Kill the worker's process tree now; nothing will be published."""
+        if self.finished:
+            return
+        if self.process is not None:
+            self.process.kill()
+        self.state, self.status = "cancelled", f"Cancelled ({reason}); nothing was created."
+        self._stopObserving()
+
+    def close(self) -> None:
+        """Kill the worker if it still runs and remove the temporary folder."""
+        if self.state in ("prepared", "running"):
+            self.cancel("closed")
+        if self.folder is not None:
+            shutil.rmtree(self.folder, ignore_errors=True)
+        self._stopObserving()
+
+    def _stopObserving(self) -> None:
+        if self._observer is not None:
+            self._scene.RemoveObserver(self._observer)
+            self._observer = None
+
+    def file(self, name: str) -> Path:
+        return self.folder / name
 
 
 class ClinicalFMambaLogic(ScriptedLoadableModuleLogic):
@@ -326,11 +421,10 @@ class ClinicalFMambaLogic(ScriptedLoadableModuleLogic):
         logic.ensureDependencies(askConfirmation=False)
         fused = logic.fuse(volumeA, volumeB)          # blocks; returns the new volume node
         table = fused.GetNodeReference("Probabilities")
-    """
 
-    def __init__(self) -> None:
-        super().__init__()
-        self._mambaOffered = False
+    The GUI uses the same worker without blocking: ``job = logic.start(...)``,
+    ``job.poll()`` from a timer, then ``logic.publish(job)``.
+    """
 
     def getParameterNode(self):
         return ClinicalFMambaParameterNode(super().getParameterNode())
@@ -338,15 +432,18 @@ class ClinicalFMambaLogic(ScriptedLoadableModuleLogic):
     # ------------------------------------------------------------------ dependencies
 
     def ensureDependencies(self, askConfirmation: bool = True) -> None:
-        """Make torch and the library's packages importable, installing what is missing.
+        """Make torch (>= MINIMUM_TORCH) and the library's packages installed, installing
+        what is missing, without importing torch into Slicer's process.
 
         torch comes from the PyTorch extension (PyTorchUtils), the rest from pip. With
         ``askConfirmation`` the user is asked first; a refusal or a failed installation
-        raises ``DependencyError`` saying what is missing. On CUDA machines the optional
-        mamba-ssm kernel is offered once (interactive use only).
+        raises ``DependencyError`` saying what is missing. The optional mamba-ssm kernel is
+        not installed from here (it compiles for minutes): docs/slicer.md says how.
         """
         if importlib.util.find_spec("torch") is None:
             self._installTorch(askConfirmation)
+        else:
+            _checkTorchVersion()
         missing = [requirement for name, requirement in REQUIREMENTS.items()
                    if importlib.util.find_spec(name) is None]
         if missing:
@@ -355,8 +452,6 @@ class ClinicalFMambaLogic(ScriptedLoadableModuleLogic):
                           f"ClinicalFMamba cannot run without {', '.join(missing)} (installation"
                           " was declined)")
             self._pipInstall(missing)
-        if askConfirmation:
-            self._offerMambaKernel()
 
     @staticmethod
     def _confirm(question: str, ask: bool, refusal: str) -> None:
@@ -373,7 +468,10 @@ class ClinicalFMambaLogic(ScriptedLoadableModuleLogic):
         self._confirm("ClinicalFMamba needs PyTorch (a large download). Install it now?", ask,
                       "ClinicalFMamba cannot run without PyTorch (installation was declined)")
         try:
-            torch = PyTorchUtils.PyTorchUtilsLogic().installTorch(askConfirmation=False)
+            # The version requirement as SlicerTotalSegmentator passes it (TotalSegmentator.py
+            # lines 844-887).
+            torch = PyTorchUtils.PyTorchUtilsLogic().installTorch(
+                askConfirmation=False, torchVersionRequirement=f">={MINIMUM_TORCH}")
         except Exception as error:
             raise DependencyError(f"installing PyTorch failed: {error}") from error
         if torch is None:
@@ -387,22 +485,6 @@ class ClinicalFMambaLogic(ScriptedLoadableModuleLogic):
             raise DependencyError(
                 f"installing {', '.join(requirements)} failed: {error}") from error
 
-    def _offerMambaKernel(self) -> None:
-        """mamba-ssm (fused CUDA scan) is optional and only installable with CUDA."""
-        import torch
-
-        if (self._mambaOffered or not torch.cuda.is_available()
-                or importlib.util.find_spec("mamba_ssm") is not None):
-            return
-        self._mambaOffered = True
-        if slicer.util.confirmOkCancelDisplay(
-                "A CUDA GPU is available. Install mamba-ssm for the faster fused selective-scan"
-                " kernel (optional; needs a compiler and several minutes)?"):
-            try:
-                self._pipInstall([MAMBA_REQUIREMENT])
-            except DependencyError as error:
-                logging.warning(f"{error}; the pure-PyTorch scan is used instead")
-
     # ------------------------------------------------------------------ fusion
 
     def fuse(self, inputA, inputB, output=None, *, model: str = "auto", device: str = "auto",
@@ -415,94 +497,111 @@ class ClinicalFMambaLogic(ScriptedLoadableModuleLogic):
         hierarchy. With ``classify`` the tumour classifier (``classifier``: weights path,
         default the bundled one) adds a heatmap volume and verdict tables, referenced from
         the output node (``GetNodeReference("Heatmap" | "Probabilities" | "SliceVerdicts"
-        | "Metrics")``). Inputs are never modified; an error or ``cancel()`` returning True
-        (the library's ``Cancelled``) leaves the scene as it was.
+        | "Metrics")``). ``progress(fraction)`` follows the worker; ``cancel()`` returning
+        True kills it and raises ``Cancelled``; a worker error raises ``WorkerFailed``. Inputs
+        are never modified, and a cancelled or failed run leaves the scene as it was.
         """
-        job = self.prepare(inputA, inputB, output, model=model, device=device, classify=classify,
-                           metrics=metrics, heatmapOpacity=heatmapOpacity, classifier=classifier)
-        job.run(progress, cancel)
-        return self.publish(job)
+        job = self.start(inputA, inputB, output, model=model, device=device, classify=classify,
+                         metrics=metrics, heatmapOpacity=heatmapOpacity, classifier=classifier)
+        try:
+            reported = None
+            while not job.poll():
+                if progress is not None and job.fraction != reported:
+                    reported = job.fraction
+                    progress(reported)
+                if cancel is not None and cancel():
+                    job.cancel("cancelled by the caller")
+                    break
+                time.sleep(POLL_SECONDS)
+            if job.state == "done" and progress is not None and reported != 1.0:
+                progress(1.0)
+            return self.publish(job)
+        finally:
+            job.close()
+
+    def start(self, inputA, inputB, output=None, **options) -> FusionJob:
+        """``prepare`` and start the worker; returns the running job (not blocking)."""
+        return self.prepare(inputA, inputB, output, **options).start()
 
     def prepare(self, inputA, inputB, output=None, *, model: str = "auto", device: str = "auto",
                 classify: bool = True, metrics: bool = False, heatmapOpacity: float = 0.4,
                 classifier: str | None = None) -> FusionJob:
         """Check the inputs and options and copy the voxels out of the nodes (B on A's grid)."""
-        from ClinicalFMambaLib import volume_fusion
-
         _checkInputs(inputA, inputB, output)
         _checkOption("model", model, MODEL_CHOICES)
         _checkOption("device", device, DEVICE_CHOICES)
         if not 0.0 <= heatmapOpacity <= 1.0:
             raise ValueError(f"heatmapOpacity must lie in [0, 1], not {heatmapOpacity}")
-        a = np.array(slicer.util.arrayFromVolume(inputA))
-        b = np.array(slicer.util.arrayFromVolume(inputB))
-        colour = volume_fusion.is_colour_volume(a) or volume_fusion.is_colour_volume(b)
+        if classifier is not None and not Path(classifier).is_file():
+            raise FileNotFoundError(f"classifier weights not found: {classifier}")
+        colour = _isColour(inputA) or _isColour(inputB)
+        if _isColour(inputA) and _isColour(inputB):
+            raise ValueError("both volumes are colour; one must be the grey anatomical volume")
         if output is not None and output.IsA("vtkMRMLVectorVolumeNode") != colour:
             kind = "a vector (colour)" if colour else "a scalar"
             raise ValueError(f"output {output.GetName()!r} must be {kind} volume for this pair;"
                              " leave it empty to create a new one")
         matrixA, matrixB = _worldIJKToRAS(inputA), _worldIJKToRAS(inputB)
-        job = FusionJob(inputA, inputB, output, a, b, matrixA, dict(
-            model=model, device=device, classify=classify, metrics=metrics,
-            heatmapOpacity=heatmapOpacity, classifier=classifier))
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            job.b = volume_fusion.on_grid_of(a, matrixA, b, matrixB)
-        job.warnings = [str(w.message) for w in caught]  # logged with the result
-        return job
+        a = np.array(slicer.util.arrayFromVolume(inputA))
+        b, warning = _onGridOf(inputA, matrixA, inputB, matrixB)
+        options = dict(model=model, device=device, classify=classify, metrics=metrics,
+                       heatmapOpacity=heatmapOpacity, colour=colour,
+                       classifier=str(Path(classifier).resolve()) if classifier else None)
+        return FusionJob(inputA, inputB, output, a, b, matrixA, options,
+                         [warning] if warning else [])
 
     def publish(self, job: FusionJob):
         """Write a finished job's results into nodes and show them; returns the fused node.
-        Nodes made here are removed again if anything fails."""
+
+        New nodes come first and an existing output node is written last, so a failure
+        leaves it as it was; every node made here is removed again (with its display and
+        storage nodes and subject-hierarchy item) if anything fails. Fusing again into a
+        previous result replaces that result's heatmap and tables.
+        """
+        _checkPublishable(job)
+        from ClinicalFMambaLib import worker
+
         created = []
         try:
+            name = (job.output.GetName() if job.output is not None
+                    else slicer.mrmlScene.GenerateUniqueName(_outputName(job)))
+            companions = {}
+            classification = job.result["classification"]
+            if classification is not None:
+                companions.update(_publishClassification(job, classification, name, created))
+            if job.result["metrics"] is not None:
+                table = _newNode(created, "vtkMRMLTableNode", f"{name} metrics")
+                _fillTable(table, {"metric": list(job.result["metrics"]),
+                                   "value": list(job.result["metrics"].values())})
+                companions["Metrics"] = table
+            fused = _readVolumeArray(job.file(worker.FUSED), "fused volume",
+                                     colour=job.options["colour"])
+            if fused.shape[:3] != tuple(reversed(job.inputA.GetImageData().GetDimensions())):
+                raise ValueError("volume A changed its grid during the run; fuse again")
+            for node in companions.values():
+                _placeBeside(node, job.inputA)
             output = job.output
             if output is None:
-                output = _newNode(created, _outputClass(job), _outputName(job))
-            _placeLike(output, job.inputA, job.fused.fused)
-            for role in REFERENCES:
-                output.RemoveNodeReferenceIDs(role)
-            heatmap = None
-            if job.classification is not None:
-                heatmap = self._publishClassification(job, output, created)
-            if job.metrics is not None:
-                table = _newNode(created, "vtkMRMLTableNode", f"{output.GetName()} metrics")
-                _fillTable(table, {"metric": list(job.metrics),
-                                   "value": list(job.metrics.values())})
-                _reference(output, "Metrics", table)
-            for node in [output] + [output.GetNodeReference(role) for role in REFERENCES]:
-                if node is not None:
-                    _placeBeside(node, job.inputA)
-            _show(output, heatmap, job.options["heatmapOpacity"], _verdictText(job))
+                output = _newNode(created, "vtkMRMLVectorVolumeNode" if fused.ndim == 4
+                                  else "vtkMRMLScalarVolumeNode", name)
+                _placeBeside(output, job.inputA)
+            previous = [output.GetNodeReference(role) for role in REFERENCES]
+            _placeLike(output, job.inputA, fused)  # an existing output: the one write, last
         except Exception:
-            for node in created:
-                slicer.mrmlScene.RemoveNode(node)
+            for node in reversed(created):
+                _removeNode(node)
             raise
+        for role in REFERENCES:
+            output.SetNodeReferenceID(role, companions[role].GetID() if role in companions
+                                      else None)
+        output.SetAttribute(VERDICT, _verdictText(classification))
+        for node in previous:
+            if node is not None and node not in (job.inputA, job.inputB):
+                _removeNode(node)
+        _show(output, companions.get("Heatmap"), job.options["heatmapOpacity"])
         for message in job.warnings:
             logging.warning(message)
         return output
-
-    def _publishClassification(self, job: FusionJob, output, created: list):
-        result = job.classification
-        heatmap = _newNode(created, "vtkMRMLScalarVolumeNode",
-                           f"{output.GetName()} heatmap ({result.heatmap_class})")
-        _placeLike(heatmap, job.inputA, result.heatmap.astype(np.float32))
-        _styleHeatmap(heatmap, created)
-        _reference(output, "Heatmap", heatmap)
-        probabilities = _newNode(created, "vtkMRMLTableNode", f"{output.GetName()} verdict")
-        _fillTable(probabilities, {"class": result.classes,
-                                   "probability": [float(p) for p in result.probabilities]})
-        probabilities.SetAttribute("ClinicalFMamba.Verdict", result.prediction)
-        _reference(output, "Probabilities", probabilities)
-        slices = _newNode(created, "vtkMRMLTableNode", f"{output.GetName()} slice verdicts")
-        columns = {"slice": list(range(len(result.slice_probabilities)))}
-        columns.update({name: [float(p) for p in result.slice_probabilities[:, c]]
-                        for c, name in enumerate(result.classes)})
-        columns["verdict"] = [result.classes[i] for i in result.slice_probabilities.argmax(1)]
-        columns["in volume verdict"] = ["yes" if e else "no" for e in result.eligible]
-        _fillTable(slices, columns)
-        _reference(output, "SliceVerdicts", slices)
-        return heatmap
 
     # ------------------------------------------------------------------ files
 
@@ -528,8 +627,36 @@ class ClinicalFMambaLogic(ScriptedLoadableModuleLogic):
         """The bundled co-registered T2 / FLAIR pair as two volume nodes."""
         return tuple(self.loadVolume(SAMPLE_DIR / name) for name in SAMPLE_FILES)
 
+    @staticmethod
+    def saveNode(node, path: str | Path) -> Path:
+        """Write a volume or table node to ``path`` (format from the extension) through a
+        storage node outside the scene; raises when the writer reports a failure."""
+        path = Path(path)
+        if node.IsA("vtkMRMLTableNode"):
+            storage = slicer.vtkMRMLTableStorageNode()
+        else:
+            storage = slicer.vtkMRMLVolumeArchetypeStorageNode()
+        storage.SetFileName(str(path))
+        if not storage.WriteData(node):
+            raise OSError(f"could not write {node.GetName()!r} to {path}")
+        return path
 
-# ---------------------------------------------------------------------- node helpers
+
+# ---------------------------------------------------------------------- checks
+
+def _checkTorchVersion() -> None:
+    try:
+        installed = importlib.metadata.version("torch")
+    except importlib.metadata.PackageNotFoundError:
+        return  # a torch without metadata (built from source): nothing to compare
+    release = tuple(int(part) for part in installed.split("+")[0].split(".")[:2]
+                    if part.isdigit())
+    minimum = tuple(int(part) for part in MINIMUM_TORCH.split("."))
+    if release < minimum:
+        raise DependencyError(f"PyTorch {installed} is too old; ClinicalFMamba needs"
+                              f" {MINIMUM_TORCH} or newer (PyTorch Utils module: install with"
+                              f" the requirement >={MINIMUM_TORCH})")
+
 
 def _checkOption(name: str, value: str, choices: tuple[str, ...]) -> None:
     if value not in choices:
@@ -552,6 +679,26 @@ def _checkInputs(inputA, inputB, output) -> None:
                          " leave it empty to create a new volume")
 
 
+def _checkPublishable(job: FusionJob) -> None:
+    if job.state == "cancelled":
+        raise Cancelled(job.status)
+    if job.state == "failed":
+        raise WorkerFailed(job.error)
+    if job.state != "done":
+        raise RuntimeError(f"the job has not finished (state {job.state!r})")
+    scene = slicer.mrmlScene
+    for label, node in (("input A", job.inputA), ("input B", job.inputB),
+                        ("the output", job.output)):
+        if node is not None and (node.GetScene() is not scene or not scene.IsNodePresent(node)):
+            raise Cancelled(f"{label} was removed during the run; nothing was created")
+
+
+# ---------------------------------------------------------------------- volumes
+
+def _isColour(node) -> bool:
+    return node.GetImageData().GetNumberOfScalarComponents() in (3, 4)
+
+
 def _worldIJKToRAS(node) -> np.ndarray:
     """IJK-to-RAS of a volume including its (linear) parent transforms."""
     matrix = vtk.vtkMatrix4x4()
@@ -567,18 +714,94 @@ def _worldIJKToRAS(node) -> np.ndarray:
     return slicer.util.arrayFromVTKMatrix(matrix)
 
 
-def _outputClass(job: FusionJob) -> str:
-    return "vtkMRMLVectorVolumeNode" if job.fused.fused.ndim == 4 else "vtkMRMLScalarVolumeNode"
+def _describeGrid(node, matrix: np.ndarray) -> str:
+    size = "x".join(str(n) for n in node.GetImageData().GetDimensions())
+    spacing = "x".join(f"{s:g}" for s in np.linalg.norm(matrix[:3, :3], axis=0))
+    return f"{size} voxels of {spacing} mm"
 
+
+def _onGridOf(inputA, matrixA: np.ndarray, inputB, matrixB: np.ndarray
+              ) -> tuple[np.ndarray, str | None]:
+    """B's voxels on A's grid, in world space (linear interpolation, 0 outside B), and a
+    warning when B had to be resampled. MRML image data have origin 0 and spacing 1, so
+    the reslice axes are A's voxel-to-B's voxel matrix."""
+    dimsA = inputA.GetImageData().GetDimensions()
+    if dimsA == inputB.GetImageData().GetDimensions() and np.allclose(matrixA, matrixB,
+                                                                      atol=1e-4):
+        return np.array(slicer.util.arrayFromVolume(inputB)), None
+    reslice = vtk.vtkImageReslice()
+    reslice.SetInputData(inputB.GetImageData())
+    reslice.SetResliceAxes(slicer.util.vtkMatrixFromArray(np.linalg.inv(matrixB) @ matrixA))
+    reslice.SetInterpolationModeToLinear()
+    reslice.SetBackgroundLevel(0.0)
+    reslice.SetOutputOrigin(0.0, 0.0, 0.0)
+    reslice.SetOutputSpacing(1.0, 1.0, 1.0)
+    reslice.SetOutputExtent(0, dimsA[0] - 1, 0, dimsA[1] - 1, 0, dimsA[2] - 1)
+    if not _isColour(inputB):
+        reslice.SetOutputScalarType(vtk.VTK_FLOAT)
+    reslice.Update()
+    scalars = vtk_to_numpy(reslice.GetOutput().GetPointData().GetScalars())
+    components = scalars.shape[1:] if scalars.ndim == 2 else ()
+    b = scalars.reshape(tuple(reversed(dimsA)) + components).copy()
+    return b, (f"volume B resampled from its grid ({_describeGrid(inputB, matrixB)}) onto"
+               f" volume A's ({_describeGrid(inputA, matrixA)})")
+
+
+def _writeVolume(array: np.ndarray, ijkToRAS: np.ndarray, path: Path) -> None:
+    """Voxels with a geometry into an uncompressed NRRD file, through a storage node and a
+    volume node that never enter the scene."""
+    node = slicer.vtkMRMLVectorVolumeNode() if array.ndim == 4 else slicer.vtkMRMLScalarVolumeNode()
+    slicer.util.updateVolumeFromArray(node, array)
+    node.SetIJKToRASMatrix(slicer.util.vtkMatrixFromArray(ijkToRAS))
+    storage = slicer.vtkMRMLVolumeArchetypeStorageNode()
+    storage.SetFileName(str(path))
+    storage.UseCompressionOff()
+    if not storage.WriteData(node):
+        raise OSError(f"could not write the worker's input {path}")
+
+
+def _readVolumeArray(path: Path, what: str, colour: bool = False) -> np.ndarray:
+    """Voxels of a volume file the worker wrote, read outside the scene."""
+    node = slicer.vtkMRMLVectorVolumeNode() if colour else slicer.vtkMRMLScalarVolumeNode()
+    storage = slicer.vtkMRMLVolumeArchetypeStorageNode()
+    storage.SetFileName(str(path))
+    if not path.is_file() or not storage.ReadData(node):
+        raise WorkerFailed(f"the worker's {what} ({path.name}) could not be read")
+    return np.array(slicer.util.arrayFromVolume(node))
+
+
+# ---------------------------------------------------------------------- nodes
 
 def _outputName(job: FusionJob) -> str:
     return f"{job.inputA.GetName()} + {job.inputB.GetName()} fused"
 
 
 def _newNode(created: list, className: str, name: str):
-    node = slicer.mrmlScene.AddNewNodeByClass(className, slicer.mrmlScene.GenerateUniqueName(name))
+    node = slicer.mrmlScene.AddNewNodeByClass(className, name)
+    node.SetAttribute(ROLE, "result")
     created.append(node)
     return node
+
+
+def _removeNode(node) -> None:
+    """Remove a node with its display and storage nodes and its subject-hierarchy item
+    (MRML removes none of them with the node)."""
+    scene = node.GetScene()
+    if scene is None:
+        return
+    companions = []
+    if node.IsA("vtkMRMLDisplayableNode"):
+        companions += [node.GetNthDisplayNode(i) for i in range(node.GetNumberOfDisplayNodes())]
+    if node.IsA("vtkMRMLStorableNode"):
+        companions.append(node.GetStorageNode())
+    sh = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(scene)
+    item = sh.GetItemByDataNode(node)
+    if item:
+        sh.RemoveItem(item, False, False)
+    scene.RemoveNode(node)
+    for companion in companions:
+        if companion is not None and scene.IsNodePresent(companion):
+            scene.RemoveNode(companion)
 
 
 def _placeLike(node, reference, array: np.ndarray) -> None:
@@ -601,16 +824,16 @@ def _placeBeside(node, reference) -> None:
     sh.SetItemParent(_shItem(sh, node), sh.GetItemParent(_shItem(sh, reference)))
 
 
-def _reference(output, role: str, node) -> None:
-    output.SetNodeReferenceID(role, node.GetID())
-
-
 def _heatmapColors(created: list):
-    """The heatmap colour table, made once per scene."""
-    colors = slicer.mrmlScene.GetFirstNodeByName(HEATMAP_COLORS)
-    if colors is None:
-        colors = _newNode(created, "vtkMRMLColorTableNode", HEATMAP_COLORS)
-        colors.SetTypeToIron()
+    """The heatmap colour table: one per scene, found by its role (a name made unique by
+    GenerateUniqueName, "..._1", would never be found again)."""
+    for node in slicer.util.getNodesByClass("vtkMRMLColorTableNode"):
+        if node.GetAttribute(ROLE) == "heatmap colours":
+            return node
+    colors = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLColorTableNode", HEATMAP_COLORS)
+    colors.SetAttribute(ROLE, "heatmap colours")
+    colors.SetTypeToIron()
+    created.append(colors)
     return colors
 
 
@@ -639,25 +862,75 @@ def _fillTable(table, columns: dict[str, list]) -> None:
     table.Modified()
 
 
-def _verdictText(job: FusionJob) -> str:
-    result = job.classification
+def _publishClassification(job: FusionJob, result: dict, name: str, created: list) -> dict:
+    """Heatmap and tables of a classification (the heatmap only for a verdict in scope)."""
+    from ClinicalFMambaLib import worker
+
+    nodes = {}
+    probabilities = _newNode(created, "vtkMRMLTableNode", f"{name} verdict")
+    probabilities.SetAttribute(VERDICT, _verdictWord(result))
+    if result.get("in_scope") is False:
+        _fillTable(probabilities, {"verdict": ["not brain MRI"],
+                                   "reason": [str(result.get("reason") or "")]})
+        return {"Probabilities": probabilities}
+    _fillTable(probabilities, {"class": result["classes"],
+                               "probability": result["probabilities"]})
+    nodes["Probabilities"] = probabilities
+    slices = _newNode(created, "vtkMRMLTableNode", f"{name} slice verdicts")
+    perSlice = np.asarray(result["slice_probabilities"], dtype=float)
+    columns = {"slice": list(range(len(perSlice)))}
+    columns.update({cls: list(perSlice[:, c]) for c, cls in enumerate(result["classes"])})
+    columns["verdict"] = [result["classes"][i] for i in perSlice.argmax(1)]
+    columns["in volume verdict"] = ["yes" if e else "no" for e in result["eligible"]]
+    _fillTable(slices, columns)
+    nodes["SliceVerdicts"] = slices
+    heatmap = _newNode(created, "vtkMRMLScalarVolumeNode",
+                       f"{name} heatmap ({result['heatmap_class']})")
+    _placeLike(heatmap, job.inputA, _readVolumeArray(job.file(worker.HEATMAP), "heatmap"))
+    _styleHeatmap(heatmap, created)
+    nodes["Heatmap"] = heatmap
+    return nodes
+
+
+# ---------------------------------------------------------------------- verdict
+
+def _verdictWord(result: dict | None) -> str:
+    """The volume verdict in a word: a class, "not brain MRI" or "uncertain"."""
     if result is None:
         return ""
-    return f"ClinicalFMamba: {result.prediction} ({max(result.probabilities):.0%})"
+    if result.get("in_scope") is False:
+        return "not brain MRI"
+    if result.get("prediction") in (None, "uncertain") or result.get("uncertain"):
+        return "uncertain"
+    return str(result["prediction"])
 
 
-def _show(output, heatmap, opacity: float, verdict: str) -> None:
-    """Fused volume as background, heatmap as foreground, verdict in the view corners."""
+def _verdictText(result: dict | None) -> str:
+    """What the module panel and the slice views show: the class with its probability, or
+    that there is no verdict (out of scope, uncertain) and why."""
+    word = _verdictWord(result)
+    if not word:
+        return ""
+    if word in ("not brain MRI", "uncertain"):
+        reason = result.get("reason")
+        return f"ClinicalFMamba: {word}, no tumour verdict" + (f" ({reason})" if reason else "")
+    return f"ClinicalFMamba: {word} ({max(result['probabilities']):.0%})"
+
+
+def _verdictSuffix(result: dict) -> str:
+    word = _verdictWord(result.get("classification"))
+    return f": {word}" if word else ""
+
+
+def _show(output, heatmap, opacity: float) -> None:
+    """Fused volume as background, heatmap as foreground (display only: never fails the
+    publish, whose nodes are already in place)."""
     inApplication = qt is not None and slicer.app.layoutManager() is not None
-    slicer.util.setSliceViewerLayers(background=output, foreground=heatmap,
-                                      foregroundOpacity=opacity, fit=inApplication)
-    if not inApplication:
-        return
-    layoutManager = slicer.app.layoutManager()
-    for name in layoutManager.sliceViewNames():
-        view = layoutManager.sliceWidget(name).sliceView()
-        view.cornerAnnotation().SetText(vtk.vtkCornerAnnotation.UpperRight, verdict)
-        view.forceRender()
+    try:
+        slicer.util.setSliceViewerLayers(background=output, foreground=heatmap,
+                                          foregroundOpacity=opacity, fit=inApplication)
+    except Exception as error:
+        logging.warning(f"ClinicalFMamba could not show the result in the views: {error}")
 
 
 #
@@ -689,17 +962,14 @@ class ClinicalFMambaTest(ScriptedLoadableModuleTest):
         fused.GetIJKToRASMatrix(matrixF)
         self.assertTrue(np.allclose(slicer.util.arrayFromVTKMatrix(matrixA),
                                     slicer.util.arrayFromVTKMatrix(matrixF)))
-        self.assertIsNotNone(fused.GetNodeReference("Heatmap"))
-        probabilities = slicer.util.arrayFromTableColumn(
-            fused.GetNodeReference("Probabilities"), "probability")
-        self.assertAlmostEqual(float(probabilities.sum()), 1.0, places=4)
-        self.delayDisplay("Fused and classified the sample")
+        self.assertIsNotNone(fused.GetNodeReference("Probabilities"))
+        self.delayDisplay(f"Fused and classified the sample: {fused.GetAttribute(VERDICT)}")
 
     def test_cancel_leaves_no_node(self) -> None:
         logic = ClinicalFMambaLogic()
         volumeA, volumeB = logic.loadSample()
         nodes = slicer.mrmlScene.GetNumberOfNodes()
-        with self.assertRaises(RuntimeError):
+        with self.assertRaises(Cancelled):
             logic.fuse(volumeA, volumeB, device="cpu", cancel=lambda: True)
         self.assertEqual(slicer.mrmlScene.GetNumberOfNodes(), nodes)
         self.delayDisplay("Cancelling left the scene unchanged")

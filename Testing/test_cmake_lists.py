@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -23,10 +24,25 @@ def cmake_lists(path: Path) -> dict[str, list[str]]:
             for name, items in variables.items()}
 
 
+def tracked_files() -> set[str] | None:
+    """Files under version control (what a build of the repository sees), or None outside
+    a git checkout."""
+    try:
+        listed = subprocess.run(["git", "ls-files", "-z"], cwd=ROOT, capture_output=True,
+                                check=True).stdout
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return set(filter(None, listed.decode().split("\0")))
+
+
+TRACKED = tracked_files()
+
+
 def files_under(folder: Path, pattern: str = "*") -> set[str]:
-    """Paths relative to the repository root, caches left out."""
-    return {p.relative_to(ROOT).as_posix() for p in folder.rglob(pattern)
-            if p.is_file() and "__pycache__" not in p.parts}
+    """Paths relative to the repository root, caches and untracked files left out."""
+    found = {p.relative_to(ROOT).as_posix() for p in folder.rglob(pattern)
+             if p.is_file() and "__pycache__" not in p.parts}
+    return found if TRACKED is None else found & TRACKED
 
 
 @pytest.fixture(scope="module")

@@ -31,7 +31,7 @@ from vtk.util.numpy_support import vtk_to_numpy  # noqa: E402
 
 from ClinicalFMambaLib.classifier_model import DEFAULT_ARCH, build_model  # noqa: E402
 from ClinicalFMambaLib.classifier_train import model_config  # noqa: E402
-from ClinicalFMambaLib.classify import BUNDLED_NAME, Cancelled  # noqa: E402
+from ClinicalFMambaLib.classify import BUNDLED_NAME  # noqa: E402
 from ClinicalFMambaLib.volume_fusion import MODEL_KINDS  # noqa: E402
 from ClinicalFMambaLib.weights import bundled, save_weights  # noqa: E402
 
@@ -191,21 +191,7 @@ def test_progress_reaches_one(run):
     assert reports == sorted(reports) and reports[-1] == 1.0
 
 
-@pytest.mark.parametrize("model,reports_before_cancel", [
-    ("2d", 2),  # the start, then the first batch of slices
-    ("3d", 1),  # the start (the sample is one 3D patch)
-])
-def test_cancel_leaves_no_new_node(scene, sample, logic, model, reports_before_cancel):
-    nodes = slicer.mrmlScene.GetNumberOfNodes()
-    reports: list[float] = []
-    with pytest.raises(Cancelled):
-        logic.fuse(*sample, model=model, device="cpu", classify=False,
-                   progress=reports.append, cancel=lambda: len(reports) >= reports_before_cancel)
-    assert len(reports) == reports_before_cancel
-    assert slicer.mrmlScene.GetNumberOfNodes() == nodes
-
-
-def test_failure_leaves_no_new_node(scene, sample, logic, tmp_path):
+def test_missing_classifier_is_refused_before_the_worker_starts(scene, sample, logic, tmp_path):
     nodes = slicer.mrmlScene.GetNumberOfNodes()
     with pytest.raises(FileNotFoundError, match="classifier weights not found"):
         logic.fuse(*sample, device="cpu", classifier=str(tmp_path / "missing.safetensors"))
@@ -240,9 +226,28 @@ def test_b_on_another_grid_is_resampled_onto_a(scene, sample, logic):
     coarse.SetIJKToRASMatrix(slicer.util.vtkMatrixFromArray(matrix))
     job = logic.prepare(volume_a, coarse, classify=False)
     slicer.mrmlScene.RemoveNode(coarse)
-    assert job.b.shape == job.a.shape
+    assert job.b.shape == job.a.shape and job.b.dtype == np.float32
     assert any("resampled" in message for message in job.warnings)
     assert np.allclose(job.b[::2], source[::2], atol=1e-3)  # shared slices keep their values
+    between = (source[0:-2:2].astype(np.float32) + source[2::2]) / 2  # linear in between
+    assert np.allclose(job.b[1:-1:2], between, atol=1e-2)
+
+
+def test_parent_transform_of_b_is_applied(scene, sample, logic):
+    """B under a linear transform that shifts it by two slices lands on A's grid shifted."""
+    volume_a, volume_b = sample
+    shift = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLLinearTransformNode", "shift")
+    matrix = np.eye(4)
+    matrix[:3, 3] = 2 * matrix_of(volume_b)[:3, 2]  # two slices along k, in RAS
+    shift.SetMatrixTransformToParent(slicer.util.vtkMatrixFromArray(matrix))
+    volume_b.SetAndObserveTransformNodeID(shift.GetID())
+    try:
+        job = logic.prepare(volume_a, volume_b, classify=False)
+    finally:
+        volume_b.SetAndObserveTransformNodeID(None)
+        slicer.mrmlScene.RemoveNode(shift)
+    source = slicer.util.arrayFromVolume(volume_b)
+    assert np.allclose(job.b[2:], source[:-2], atol=1e-3) and not job.b[:2].any()
 
 
 def test_choices_match_the_library():

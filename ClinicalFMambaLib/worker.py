@@ -1,0 +1,230 @@
+"""The fusion worker: a separate process that runs the networks for the Slicer module.
+
+Slicer's main thread holds Python's GIL while Qt's event loop runs, so networks run in a
+thread of Slicer's process only advance while Python code runs on the main thread. The module
+therefore runs this file as its own process (``PythonSlicer -m ClinicalFMambaLib.worker
+FOLDER`` inside Slicer, the current interpreter elsewhere), as SlicerMONAIAuto3DSeg and
+SlicerTotalSegmentator run their inference; Cancel kills that process tree.
+
+Files in FOLDER (a private temporary folder made by the caller):
+
+* in: ``job.json`` (options: model, device, classify, metrics, classifier), ``a.nrrd`` and
+  ``b.nrrd`` (B already on A's voxel grid);
+* out: ``fused.nrrd``, ``heatmap.nrrd`` (when classified) and ``result.json`` (verdict,
+  tables, metrics, warnings). ``result.json`` is renamed into place last, so its presence
+  means every output is complete.
+
+Standard output carries one JSON object per line: ``{"progress": f, "status": s}``,
+``{"warning": s}``, and on failure ``{"error": s}`` (one line naming the problem) before exit
+status 1. Everything that imports torch happens in ``run``; ``WorkerProcess`` (the caller's
+side: start, read, kill) needs only the standard library.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+from typing import Callable
+
+JOB_FILE, INPUT_A, INPUT_B = "job.json", "a.nrrd", "b.nrrd"
+FUSED, HEATMAP, RESULT = "fused.nrrd", "heatmap.nrrd", "result.json"
+STDOUT, STDERR = "stdout.jsonl", "stderr.txt"
+FUSION_SHARE = 0.7  # part of the progress for fusion when the result is classified
+# Fields of a volume classification copied into result.json when the classifier gives them
+# (the scope guard's verdict: in scope or not, and why).
+OPTIONAL_FIELDS = ("in_scope", "reason", "uncertain")
+
+
+# --------------------------------------------------------------------------- worker side
+
+def emit(**message) -> None:
+    """One JSON line on standard output, flushed so the caller sees it at once."""
+    print(json.dumps(message), flush=True)
+
+
+def _write_json(path: Path, content: dict) -> None:
+    staged = path.with_name(f".{path.name}.partial")
+    staged.write_text(json.dumps(content))
+    os.replace(staged, path)
+
+
+def _write_volume(array, reference, path: Path) -> None:
+    import SimpleITK as sitk
+
+    image = sitk.GetImageFromArray(array, isVector=array.ndim == 4)
+    image.CopyInformation(reference)
+    staged = path.with_name(f".partial-{path.name}")
+    sitk.WriteImage(image, str(staged))
+    os.replace(staged, path)
+
+
+def _classification_record(result) -> dict:
+    record = {"classes": list(result.classes),
+              "prediction": result.prediction,
+              "probabilities": [float(p) for p in result.probabilities],
+              "heatmap_class": result.heatmap_class,
+              "slice_probabilities": result.slice_probabilities.astype(float).tolist(),
+              "eligible": [bool(e) for e in result.eligible]}
+    record.update({name: getattr(result, name) for name in OPTIONAL_FIELDS
+                   if hasattr(result, name)})
+    return record
+
+
+def run(folder: Path, report: Callable[[float, str], None]) -> dict:
+    """Fuse (and classify, measure) the job in ``folder``; returns what result.json holds."""
+    import numpy as np
+    import SimpleITK as sitk
+
+    from . import volume_fusion
+    from .classify import classify_volume, load_classifier
+    from .fusion import resolve_device
+
+    options = json.loads((folder / JOB_FILE).read_text())
+    image_a = sitk.ReadImage(str(folder / INPUT_A))
+    a = sitk.GetArrayFromImage(image_a)
+    b = sitk.GetArrayFromImage(sitk.ReadImage(str(folder / INPUT_B)))
+    share = FUSION_SHARE if options["classify"] else 1.0
+    # Both networks are loaded first, so a missing or corrupt file is reported at once.
+    report(0.0, "Loading the networks")
+    model = volume_fusion.load_volume_model(options["model"], options["device"])
+    classifier = None
+    if options["classify"]:
+        classifier = load_classifier(options.get("classifier"),
+                                     device=str(resolve_device(options["device"])))
+    fused = volume_fusion.fuse_volumes(model, a, b,
+                                       progress=lambda f: report(share * f, "Fusing"))
+    _write_volume(fused.fused, image_a, folder / FUSED)
+    result: dict = {"classification": None, "metrics": None}
+    if classifier is not None:
+        direction = np.array(image_a.GetDirection()).reshape(3, 3)
+        classification = classify_volume(
+            classifier, fused.luma, direction=direction, space="LPS",
+            progress=lambda done, total: report(share + (1 - share) * done / total,
+                                                "Classifying"))
+        _write_volume(classification.heatmap.astype(np.float32), image_a, folder / HEATMAP)
+        result["classification"] = _classification_record(classification)
+    if options["metrics"]:
+        report(1.0, "Measuring")
+        result["metrics"] = volume_fusion.volume_fusion_metrics(
+            volume_fusion.volume_luma(a)[0], volume_fusion.volume_luma(b)[0], fused.luma)
+    return result
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) != 1 or not (Path(argv[0]) / JOB_FILE).is_file():
+        emit(error=f"usage: python -m ClinicalFMambaLib.worker FOLDER (FOLDER holding {JOB_FILE})")
+        return 2
+    folder = Path(argv[0])
+    last = [-1.0, ""]
+
+    def report(fraction: float, status: str) -> None:
+        if fraction - last[0] >= 0.005 or status != last[1]:  # no flood of tiny steps
+            last[:] = [fraction, status]
+            emit(progress=round(fraction, 4), status=status)
+
+    try:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            result = run(folder, report)
+        result["warnings"] = list(dict.fromkeys(str(w.message) for w in caught))
+        for message in result["warnings"]:
+            emit(warning=message)
+        _write_json(folder / RESULT, result)
+    except Exception as error:  # one line for the caller; the traceback goes to stderr
+        import traceback
+
+        traceback.print_exc()
+        text = " ".join(str(error).split()) or type(error).__name__
+        emit(error=text)
+        return 1
+    emit(progress=1.0, status="Done")
+    return 0
+
+
+# --------------------------------------------------------------------------- caller side
+
+class WorkerProcess:
+    """The worker started in its own process group (POSIX session / Windows group), so
+    ``kill`` ends it with every process it started: PythonSlicer is a launcher whose child
+    is the real interpreter, and killing the launcher alone would leave that child running.
+
+    Its standard output and error go to files in the job folder, read at each ``messages``
+    call: no pipe to drain, no reader thread (which, in Slicer, would wait for the GIL).
+    """
+
+    def __init__(self, python: str, folder: Path, root: Path) -> None:
+        self.folder = Path(folder)
+        self._offset = 0
+        with open(self.folder / STDOUT, "wb") as out, open(self.folder / STDERR, "wb") as err:
+            if os.name == "nt":
+                group = {"creationflags": subprocess.CREATE_NEW_PROCESS_GROUP
+                         | subprocess.CREATE_NO_WINDOW}
+            else:
+                group = {"start_new_session": True}
+            # cwd = the folder holding ClinicalFMambaLib, which `-m` puts on sys.path.
+            self.process = subprocess.Popen(
+                [python, "-m", "ClinicalFMambaLib.worker", str(self.folder)], cwd=str(root),
+                stdin=subprocess.DEVNULL, stdout=out, stderr=err, **group)
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    def returncode(self) -> int | None:
+        return self.process.poll()
+
+    def messages(self) -> list[dict]:
+        """JSON lines written since the last call (complete lines only)."""
+        with open(self.folder / STDOUT, "rb") as out:
+            out.seek(self._offset)
+            data = out.read()
+        end = data.rfind(b"\n") + 1
+        self._offset += end
+        found = []
+        for line in data[:end].splitlines():
+            try:
+                message = json.loads(line)
+            except ValueError:  # a library's stray print
+                continue
+            if isinstance(message, dict):
+                found.append(message)
+        return found
+
+    def kill(self) -> None:
+        """Kill the whole process tree now and reap the worker."""
+        if self.process.poll() is None or os.name != "nt":
+            if os.name == "nt":
+                subprocess.run(["taskkill", "/F", "/T", "/PID", str(self.pid)],
+                               capture_output=True, check=False)
+            else:
+                try:
+                    os.killpg(self.pid, signal.SIGKILL)  # the group outlives its leader
+                except ProcessLookupError:
+                    pass
+        self.process.wait()
+
+    def exit_description(self) -> str:
+        code = self.process.returncode
+        if code is not None and code < 0:
+            try:
+                return f"was killed by signal {signal.Signals(-code).name}"
+            except ValueError:
+                return f"was killed by signal {-code}"
+        return f"stopped with exit status {code}"
+
+    def stderr_tail(self, lines: int = 1) -> str:
+        try:
+            text = (self.folder / STDERR).read_text(errors="replace").strip().splitlines()
+        except OSError:
+            return ""
+        return " | ".join(text[-lines:])
+
+
+if __name__ == "__main__":
+    sys.exit(main())
