@@ -1,32 +1,95 @@
-"""``clinicalfmamba`` command line: each command group registers its own sub-commands."""
+"""clinicalfmamba: fuse two co-registered brain images or volumes (MRI, CT, PET, SPECT),
+measure the result, and see what a tumour classifier makes of it.
+
+Start with `clinicalfmamba demo`, then `clinicalfmamba fuse A B -o OUT`. Exit codes: 0 done,
+1 internal error, 2 bad input or option, 3 output cannot be written, 4 invalid network
+output, 5 some pairs of a folder failed, 130 interrupted, 143 terminated (README.md).
+"""
 
 from __future__ import annotations
 
 import argparse
+import os
+import signal
 import sys
+import threading
+import warnings
 
 from . import __version__
+from .errors import (EXIT_INPUT, EXIT_INTERNAL, EXIT_OUTPUT, EXIT_SIGINT, EXIT_SIGTERM,
+                     Terminated)
+
+DEBUG_VARIABLE = "CLINICALFMAMBA_DEBUG"  # set to 1 to let unexpected errors show a traceback
 
 
 def build_parser() -> argparse.ArgumentParser:
     from . import cli_classifier, cli_fusion
 
-    parser = argparse.ArgumentParser(prog="clinicalfmamba", description=__doc__)
+    parser = argparse.ArgumentParser(prog="clinicalfmamba", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    commands = parser.add_subparsers(dest="command", required=True)
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for group in (cli_fusion, cli_classifier):
         group.register(commands)
     return parser
 
 
+def exit_code_of(error: BaseException) -> int:
+    """The one decision of how a failure ends the command (README.md, "Exit codes")."""
+    from .weights import WeightsError
+
+    if hasattr(error, "exit_code"):
+        return int(error.exit_code)
+    if isinstance(error, (ValueError, FileNotFoundError, WeightsError)):
+        return EXIT_INPUT
+    if isinstance(error, OSError):  # permissions, a full disk, ... while writing
+        return EXIT_OUTPUT
+    return EXIT_INTERNAL
+
+
+def _message(error: BaseException) -> str:
+    if isinstance(error, OSError) and error.strerror:
+        where = f": {error.filename}" if error.filename else ""
+        return f"{error.strerror}{where}"
+    text = " ".join(str(error).split()) or type(error).__name__
+    return text if exit_code_of(error) != EXIT_INTERNAL else \
+        f"internal error ({type(error).__name__}: {text}); set {DEBUG_VARIABLE}=1 for details"
+
+
+def _one_line_warning(message, category, filename, lineno, line=None) -> str:
+    return f"clinicalfmamba: warning: {' '.join(str(message).split())}\n"
+
+
+def _raise_terminated(signum, frame) -> None:
+    raise Terminated()
+
+
 def main(argv: list[str] | None = None) -> int:
+    """Run one command; every failure ends here as one line on stderr and an exit code.
+    SIGTERM unwinds like Ctrl-C, so temporary files are removed on the way out."""
     args = build_parser().parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)  # recorded with trained weights
+    prefix = f"clinicalfmamba {args.command}"
+    in_main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _raise_terminated) if in_main_thread else None
+    format_warning, warnings.formatwarning = warnings.formatwarning, _one_line_warning
     try:
         return int(args.func(args) or 0)
-    except (ValueError, FileNotFoundError, RuntimeError) as error:
-        print(f"clinicalfmamba {args.command}: error: {error}", file=sys.stderr)
-        return 2
+    except KeyboardInterrupt:
+        print(f"{prefix}: interrupted; no partial output was left", file=sys.stderr)
+        return EXIT_SIGINT
+    except Terminated:
+        print(f"{prefix}: terminated; no partial output was left", file=sys.stderr)
+        return EXIT_SIGTERM
+    except Exception as error:
+        if os.environ.get(DEBUG_VARIABLE) and exit_code_of(error) == EXIT_INTERNAL:
+            raise
+        print(f"{prefix}: error: {_message(error)}", file=sys.stderr)
+        return exit_code_of(error)
+    finally:
+        warnings.formatwarning = format_warning
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

@@ -10,6 +10,8 @@ import shlex
 import sys
 from pathlib import Path
 
+import numpy as np
+
 DEFAULT_DATA = Path("../shared/data")
 TRAIN_DEFAULTS = {
     2: {"data": DEFAULT_DATA / "harvard", "crop": 96, "batch_size": 4},
@@ -18,9 +20,10 @@ TRAIN_DEFAULTS = {
 
 
 def _model_loader(args: argparse.Namespace):
-    from .fusion import load_fusion_model
+    from .fusion import check_model_dims, load_fusion_model
 
-    return lambda: load_fusion_model(args.weights, dims=2, device=args.device)
+    return lambda: check_model_dims(load_fusion_model(args.weights, dims=2, device=args.device),
+                                    2, args.weights)
 
 
 def _report_unmatched(batch) -> None:
@@ -33,38 +36,79 @@ def _report_unmatched(batch) -> None:
 def _fuse_volumes(args: argparse.Namespace) -> Path:
     from .volume_files import fuse_volume_files, progress_bar
 
-    update, close = progress_bar("fuse")
+    update, units, close = progress_bar("fuse")
     try:
-        written = fuse_volume_files(args.a, args.b, args.output, args.model, args.device, update)
+        written = fuse_volume_files(args.a, args.b, args.output, args.model, args.device, update,
+                                    args.weights, units)
     finally:
         close()
     print(f"wrote {written}")
     return written
 
 
+def _check_kinds(a: Path, b: Path) -> bool:
+    """True for two volumes, False for two 2D images (or folders of them); else InputError."""
+    from .errors import InputError
+    from .volume_files import is_volume, split_series
+
+    for path in (a, b):
+        if not split_series(path)[0].exists():
+            raise FileNotFoundError(f"input not found: {path}")
+    volume_a, volume_b = is_volume(a), is_volume(b)
+    if volume_a != volume_b:
+        volume, flat = (a, b) if volume_a else (b, a)
+        raise InputError(f"{volume} is a volume but {flat} is a 2D image (or a folder of "
+                         "them); fuse two volumes or two 2D images")
+    return volume_a
+
+
+def _fuse_images(args: argparse.Namespace) -> tuple[list[tuple[Path, Path, Path]],
+                                                  Exception | None]:
+    """2D pairs or two folders of them: (jobs written, the error that ends the run or None).
+    A folder run skips pairs that cannot be fused, lists them and ends in PartialRunError."""
+    from .errors import OutputError, PartialRunError
+    from .fuse_files import check_outputs, fuse_batch, match_inputs
+    from .image_io import check_output_location, is_readable
+
+    if args.model == "3d":
+        raise ValueError("--model 3d fuses volumes; these inputs are 2D images")
+    folders = args.a.is_dir()
+    if folders:
+        if is_readable(args.output) and not args.output.is_dir():
+            raise OutputError(f"folder inputs write one file per pair into a folder, but "
+                              f"{args.output} is a file name; give a folder")
+        check_output_location(args.output, folder=True)
+    batch = match_inputs(args.a, args.b, args.output)
+    check_outputs(batch)
+    _report_unmatched(batch)
+    failed: list[tuple[Path, str]] = []
+    written = fuse_batch(batch, _model_loader(args), failed=failed if folders else None)
+    if not folders:
+        print(f"wrote {written[0][2]}")
+        return written, None
+    print(f"wrote {len(written)} fused images to {args.output}; skipped "
+          f"{len(batch.only_a) + len(batch.only_b)} unmatched; failed {len(failed)}")
+    for path, reason in failed:
+        print(f"failed {path.name}: {reason}", file=sys.stderr)
+    error = PartialRunError(f"{len(failed)} of {len(batch.jobs)} pairs failed (listed above); "
+                            f"the {len(written)} others were written") if failed else None
+    return written, error
+
+
 def _fuse(args: argparse.Namespace) -> int:
     from .classify import load_classifier
-    from .fuse_files import check_outputs, fuse_batch, match_inputs
-    from .volume_files import is_volume
 
     if (args.report or args.classifier) and not args.classify:
         raise ValueError("--report and --classifier apply to --classify only")
+    volumes = _check_kinds(args.a, args.b)
     # The classifier is loaded first so that bad weights stop the run before any fusion.
     classifier = load_classifier(args.classifier) if args.classify else None
-    if is_volume(args.a) or is_volume(args.b):
-        jobs = [(args.a, args.b, _fuse_volumes(args))]
-    else:
-        if args.model == "3d":
-            raise ValueError("--model 3d fuses volumes; these inputs are 2D images")
-        batch = match_inputs(args.a, args.b, args.output)
-        check_outputs(batch)
-        _report_unmatched(batch)
-        written = fuse_batch(batch, _model_loader(args))
-        where = written[0] if args.a.is_file() else f"{len(written)} fused images to {args.output}"
-        print(f"wrote {where}")
-        jobs = [(a, b, out) for (a, b, _), out in zip(batch.jobs, written)]
-    if classifier is not None:
+    jobs, error = ([(args.a, args.b, _fuse_volumes(args))], None) if volumes \
+        else _fuse_images(args)
+    if classifier is not None and jobs:
         print(f"wrote {_classification_report(args, classifier, jobs)}")
+    if error is not None:
+        raise error
     return 0
 
 
@@ -105,18 +149,30 @@ def _table(rows: dict[str, dict[str, float]], first: str) -> str:
     return "\n".join(lines)
 
 
+def _mean_rows(rows: list[dict[str, float]]) -> dict[str, float]:
+    return {key: float(np.mean([row[key] for row in rows])) for key in rows[0]}
+
+
 def _evaluate(args: argparse.Namespace) -> int:
-    from .fuse_files import evaluate_batch, match_inputs
+    from .fuse_files import MODEL_NAME, evaluate_batch, match_inputs
 
     batch = match_inputs(args.a, args.b, args.fused)
     _report_unmatched(batch)
     results = evaluate_batch(batch)
     if args.json:
-        for path, metrics in results:
-            record = {"fused": str(path), **{k: _json_value(v) for k, v in metrics.items()}}
-            print(json.dumps(record))
-    else:
-        print(_table({path.name: metrics for path, metrics in results}, "fused"))
+        for path, methods in results:
+            finite = {method: {k: _json_value(v) for k, v in metrics.items()}
+                      for method, metrics in methods.items()}
+            print(json.dumps({"fused": str(path), **finite.pop(MODEL_NAME), "baselines": finite}))
+        return 0
+    rows = {path.name: methods[MODEL_NAME] for path, methods in results}
+    if len(rows) > 1:
+        rows["mean"] = _mean_rows(list(rows.values()))
+    print(_table(rows, "fused"))
+    means = {method: _mean_rows([methods[method] for _, methods in results])
+             for method in results[0][1]}
+    print(f"\nmean over {len(results)} pair(s): the fused images and the classical baselines "
+          f"on the same pairs (higher is better)\n{_table(means, 'method')}")
     return 0
 
 

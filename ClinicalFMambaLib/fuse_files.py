@@ -18,12 +18,15 @@ from PIL import Image, ImageDraw
 from tqdm import tqdm
 
 from .baselines import BASELINES
+from .errors import OutputError
 from .fusion import fuse_images
-from .image_io import (Geometry, check_writable, is_readable, read_image, resample_to_geometry,
-                       resample_to_reference, suffix_of, write_image)
+from .image_io import (Geometry, check_output_location, check_writable, is_readable, read_image,
+                       refuse_overwriting_inputs, resample_to_geometry, resample_to_reference,
+                       suffix_of, write_image)
 from .metrics import fusion_metrics, paper_metrics, to_gray8
 from .network import FusionNet
 from .preprocessing import is_colour, split_luma
+from .weights import WeightsError
 
 SAMPLE_DIR = Path(__file__).resolve().parent.parent / "Resources" / "sample"
 # The bundled 2D sample (written by scripts/make_sample.py): name -> (A, B) file names.
@@ -71,11 +74,12 @@ def match_inputs(a: Path, b: Path, third: Path) -> Batch:
 
 
 def check_outputs(batch: Batch) -> None:
-    """Refuse unwritable formats and outputs that would overwrite an input, before any work."""
+    """Refuse unwritable formats, locations and outputs that would overwrite an input,
+    before any work."""
     for path_a, path_b, out in batch.jobs:
         check_writable(out)
-        if out.resolve() in (path_a.resolve(), path_b.resolve()):
-            raise ValueError(f"output {out} would overwrite an input")
+        refuse_overwriting_inputs(out, [path_a, path_b])
+        check_output_location(out)
 
 
 def align_to_first(a: np.ndarray, geometry_a: Geometry | None,
@@ -95,19 +99,29 @@ def load_pair(path_a: Path, path_b: Path) -> tuple[np.ndarray, np.ndarray, Geome
     return a, align_to_first(a, geometry_a, b, geometry_b), geometry_a
 
 
-def fuse_batch(batch: Batch, load_model: Callable[[], FusionNet],
-               progress: bool = True) -> list[Path]:
-    """Fuse every job and write its output; returns the written paths.
+def fuse_batch(batch: Batch, load_model: Callable[[], FusionNet], progress: bool = True,
+               failed: list[tuple[Path, str]] | None = None) -> list[tuple[Path, Path, Path]]:
+    """Fuse every job and write its output; returns the jobs written.
 
     The model is loaded once, after the first pair is read, so a bad input is reported
-    before anything else is done.
+    before anything else is done. With a ``failed`` list, a pair that cannot be fused (a bad
+    input file) is recorded there as (A's path, reason) and the others go on; without one,
+    it stops the batch. Model and output errors always stop it.
     """
     model, written = None, []
     for path_a, path_b, out in tqdm(batch.jobs, desc="fuse", unit="pair",
                                     disable=not progress or len(batch.jobs) == 1):
-        a, b, geometry = load_pair(path_a, path_b)
-        model = model or load_model()
-        written.append(write_image(out, fuse_images(model, a, b), geometry))
+        try:
+            a, b, geometry = load_pair(path_a, path_b)
+            model = model or load_model()
+            fused = fuse_images(model, a, b)
+        except (ValueError, FileNotFoundError) as error:
+            if failed is None or isinstance(error, (OutputError, WeightsError)):
+                raise
+            failed.append((path_a, " ".join(str(error).split())))
+            continue
+        write_image(out, fused, geometry)
+        written.append((path_a, path_b, out))
     return written
 
 
@@ -120,22 +134,18 @@ def unit_luma(image: np.ndarray) -> np.ndarray:
     return split_luma(image)[0]
 
 
-def luma_metrics(a: np.ndarray, b: np.ndarray, fused: np.ndarray) -> dict[str, float]:
-    """The ten ``fusion_metrics`` plus ``paper_metrics`` (keys prefixed ``paper_``)."""
-    return _grey_metrics(split_luma(a)[0], split_luma(b)[0], unit_luma(fused))
-
-
 def _grey_metrics(ya: np.ndarray, yb: np.ndarray, yf: np.ndarray) -> dict[str, float]:
     paper = {f"paper_{k}": v for k, v in paper_metrics(ya, yb, yf).items()}
     return {**fusion_metrics(ya, yb, yf), **paper}
 
 
-def evaluate_batch(batch: Batch) -> list[tuple[Path, dict[str, float]]]:
-    """(fused path, metrics) for every (A, B, fused) job."""
+def evaluate_batch(batch: Batch) -> list[tuple[Path, dict[str, dict[str, float]]]]:
+    """(fused path, metrics per method) for every (A, B, fused) job: the fused image's
+    under ``MODEL_NAME`` and each classical baseline's on the same pair."""
     results = []
     for path_a, path_b, path_fused in batch.jobs:
         a, b, _ = load_pair(path_a, path_b)
-        results.append((path_fused, luma_metrics(a, b, read_image(path_fused)[0])))
+        results.append((path_fused, compare_with_baselines(a, b, read_image(path_fused)[0])))
     return results
 
 

@@ -7,9 +7,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from .errors import InvalidResultError
 from .network import FusionConfig, FusionNet, image_batch
 from .preprocessing import is_colour, split_luma, ycbcr_to_rgb
-from .weights import bundled, load_weights
+from .weights import WeightsError, bundled, load_weights
 
 BUNDLED_MODELS = {2: "fusion2d.safetensors", 3: "fusion3d.safetensors"}
 
@@ -28,10 +29,39 @@ def resolve_device(device: str = "auto") -> torch.device:
 def load_fusion_model(path: str | Path | None = None, dims: int = 2,
                       device: str = "auto") -> FusionNet:
     """The bundled (or given) fusion network, verified, in eval mode on ``device``."""
-    state, config = load_weights(path or bundled(BUNDLED_MODELS[dims]))
-    model = FusionNet(FusionConfig.from_dict(config))
-    model.load_state_dict(state)
+    path = Path(path or bundled(BUNDLED_MODELS[dims]))
+    state, config = load_weights(path)
+    if "classes" in config:
+        raise WeightsError(f"{path} holds classifier weights, not fusion weights (classifier "
+                           "weights go to classify --model or fuse --classifier)")
+    try:
+        model = FusionNet(FusionConfig.from_dict(config))
+        model.load_state_dict(state)
+    except (TypeError, ValueError, RuntimeError) as error:
+        first = str(error).strip().splitlines()[0][:160]
+        raise WeightsError(f"{path} does not hold weights of the fusion network ({first})") \
+            from None
     return model.eval().to(resolve_device(device))
+
+
+def check_model_dims(model: FusionNet, dims: int, source: str | Path | None) -> FusionNet:
+    """``model`` if it is the network for ``dims``-D inputs, else a WeightsError saying so."""
+    if model.cfg.spatial_dims != dims:
+        kinds = {2: "2D images", 3: "volumes"}
+        raise WeightsError(f"{source or 'the model'} holds {model.cfg.spatial_dims}D fusion "
+                           f"weights (for {kinds[model.cfg.spatial_dims]}); {kinds[dims]} need "
+                           f"{dims}D weights")
+    return model
+
+
+def check_finite(fused: np.ndarray) -> np.ndarray:
+    """``fused`` if every value is finite; a network that outputs NaN/Inf (corrupt or
+    diverged weights, whatever their origin) must not produce an image."""
+    if not np.isfinite(fused).all():
+        share = 1.0 - float(np.isfinite(fused).mean())
+        raise InvalidResultError(f"the fusion network produced NaN/Inf in {share:.1%} of the "
+                                 "output: its weights are corrupt or diverged; nothing written")
+    return fused
 
 
 @torch.no_grad()
@@ -40,7 +70,8 @@ def fuse_normalized(model: FusionNet, a: np.ndarray, b: np.ndarray) -> np.ndarra
     if a.shape != b.shape:
         raise ValueError(f"inputs differ in shape: {a.shape} vs {b.shape}")
     device = next(model.parameters()).device
-    return model(image_batch(a).to(device), image_batch(b).to(device))[0, 0].float().cpu().numpy()
+    fused = model(image_batch(a).to(device), image_batch(b).to(device))[0, 0].float().cpu()
+    return check_finite(fused.numpy())
 
 
 def fuse_images(model: FusionNet, a: np.ndarray, b: np.ndarray) -> np.ndarray:

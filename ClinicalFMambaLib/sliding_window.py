@@ -37,6 +37,20 @@ def gaussian_weight(shape: tuple[int, ...], sigma_fraction: float = 0.125) -> np
     return np.maximum(weight, 1e-3)  # borders of the volume are covered by one patch only
 
 
+def _patch_corners(shape: tuple[int, ...], patch: int | tuple[int, ...],
+                   overlap: float) -> tuple[tuple[int, ...], list[tuple[int, ...]]]:
+    """(patch size clipped to ``shape``, the corner of every patch)."""
+    patch = (patch,) * len(shape) if isinstance(patch, int) else tuple(patch)
+    patch = tuple(min(p, s) for p, s in zip(patch, shape))
+    return patch, list(product(*(patch_starts(s, p, overlap) for s, p in zip(shape, patch))))
+
+
+def patch_count(shape: tuple[int, ...], patch: int | tuple[int, ...] = 128,
+                overlap: float = 0.25) -> int:
+    """How many patches ``sliding_window_fuse`` runs for a volume of ``shape``."""
+    return len(_patch_corners(shape, patch, overlap)[1])
+
+
 @torch.no_grad()
 def sliding_window_fuse(model: torch.nn.Module, a: np.ndarray, b: np.ndarray,
                         patch: int | tuple[int, ...] = 128, overlap: float = 0.25,
@@ -45,9 +59,7 @@ def sliding_window_fuse(model: torch.nn.Module, a: np.ndarray, b: np.ndarray,
     """Fuse two normalised float [0, 1] volumes of one shape patch by patch."""
     if a.shape != b.shape or a.ndim != 3:
         raise ValueError(f"expected two 3D volumes of one shape, got {a.shape} and {b.shape}")
-    patch = (patch,) * 3 if isinstance(patch, int) else tuple(patch)
-    patch = tuple(min(p, s) for p, s in zip(patch, a.shape))
-    corners = list(product(*(patch_starts(s, p, overlap) for s, p in zip(a.shape, patch))))
+    patch, corners = _patch_corners(a.shape, patch, overlap)
     device = next(model.parameters()).device
     weight = gaussian_weight(patch)
     total = np.zeros(a.shape, dtype=np.float32)

@@ -18,16 +18,17 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
 import numpy as np
 import SimpleITK as sitk
 import torch
 
-from .fusion import BUNDLED_MODELS, load_fusion_model
+from .fusion import BUNDLED_MODELS, check_finite, check_model_dims, load_fusion_model
 from .network import FusionNet
 from .preprocessing import normalize_intensity, rgb_to_ycbcr, signal_box, ycbcr_to_rgb
-from .sliding_window import FusionCancelled, sliding_window_fuse
+from .sliding_window import FusionCancelled, patch_count, sliding_window_fuse
 from .weights import bundled
 
 MODEL_KINDS = ("auto", "2d", "3d")
@@ -69,12 +70,17 @@ def volume_luma(volume: np.ndarray, name: str = "volume") -> tuple[np.ndarray, n
     return normalize_intensity(volume), None
 
 
-def load_volume_model(kind: str = "auto", device: str = "auto") -> FusionNet:
+def load_volume_model(kind: str = "auto", device: str = "auto",
+                      weights: str | Path | None = None) -> FusionNet:
     """The bundled fusion network for volumes: '3d' the tri-plane 3D model, '2d' the 2D
     model applied slice by slice (for thick-slice volumes; slower on a CPU: it runs at full
-    resolution), 'auto' the 3D model where it is bundled."""
+    resolution), 'auto' the 3D model where it is bundled. ``weights``: that file instead
+    (2D or 3D; 'auto' takes either, '2d'/'3d' must match it)."""
     if kind not in MODEL_KINDS:
         raise ValueError(f"model must be one of {', '.join(MODEL_KINDS)}, not {kind!r}")
+    if weights is not None:
+        network = load_fusion_model(weights, device=device)
+        return network if kind == "auto" else check_model_dims(network, int(kind[0]), weights)
     path = bundled(BUNDLED_MODELS[3])
     if kind == "3d" or (kind == "auto" and path.exists()):
         if not path.exists():
@@ -87,11 +93,14 @@ def load_volume_model(kind: str = "auto", device: str = "auto") -> FusionNet:
 def fuse_volumes(model: FusionNet, a: np.ndarray, b: np.ndarray,
                  batch_size: int = BATCH_SLICES,
                  progress: Callable[[float], None] | None = None,
-                 cancel: Callable[[], bool] | None = None) -> FusedVolume:
+                 cancel: Callable[[], bool] | None = None,
+                 units: Callable[[int, str], None] | None = None) -> FusedVolume:
     """Fuse two co-registered volumes on one grid (see the module notes); inputs unchanged.
 
     ``progress(fraction)`` is called after each batch of slices; ``cancel()`` returning True
-    stops before the next batch with ``FusionCancelled``.
+    stops before the next batch with ``FusionCancelled``; ``units(total, name)`` is told
+    once how many slices or patches the work counts. A network output with NaN/Inf raises
+    ``InvalidResultError``.
     """
     if is_colour_volume(np.asarray(a)) and is_colour_volume(np.asarray(b)):
         raise ValueError("both volumes are colour; one must be the grey anatomical volume")
@@ -100,9 +109,10 @@ def fuse_volumes(model: FusionNet, a: np.ndarray, b: np.ndarray,
         raise ValueError(f"volumes differ in grid size: {ya.shape} vs {yb.shape} (k, j, i); "
                          "resample B onto A first (resample_onto)")
     if model.cfg.spatial_dims == 3:
-        luma = _fuse_whole_volume(model, ya, yb, progress, cancel)
+        luma = _fuse_whole_volume(model, ya, yb, progress, cancel, units)
     else:
-        luma = _fuse_slices(model, ya, yb, max(1, batch_size), progress, cancel)
+        luma = _fuse_slices(model, ya, yb, max(1, batch_size), progress, cancel, units)
+    check_finite(luma)
     chroma = chroma_a if chroma_a is not None else chroma_b
     if chroma is None:
         return FusedVolume(luma, luma)
@@ -112,9 +122,12 @@ def fuse_volumes(model: FusionNet, a: np.ndarray, b: np.ndarray,
 @torch.no_grad()
 def _fuse_slices(model: FusionNet, ya: np.ndarray, yb: np.ndarray, batch_size: int,
                  progress: Callable[[float], None] | None,
-                 cancel: Callable[[], bool] | None) -> np.ndarray:
+                 cancel: Callable[[], bool] | None,
+                 units: Callable[[int, str], None] | None = None) -> np.ndarray:
     fused = np.zeros_like(ya)
     todo = np.flatnonzero(ya.any(axis=(1, 2)) | yb.any(axis=(1, 2)))
+    if units is not None:
+        units(len(todo), "slice")
     device = next(model.parameters()).device
     for start in range(0, len(todo), batch_size):
         if cancel is not None and cancel():
@@ -132,7 +145,8 @@ def _fuse_slices(model: FusionNet, ya: np.ndarray, yb: np.ndarray, batch_size: i
 
 def _fuse_whole_volume(model: FusionNet, ya: np.ndarray, yb: np.ndarray,
                        progress: Callable[[float], None] | None,
-                       cancel: Callable[[], bool] | None) -> np.ndarray:
+                       cancel: Callable[[], bool] | None,
+                       units: Callable[[int, str], None] | None = None) -> np.ndarray:
     """The 3D network over overlapping patches (bounded memory) of the box around the
     voxels with signal, plus a margin of context; background stays 0. Skull-stripped or
     padded volumes are mostly background, so the box saves about half the work."""
@@ -143,6 +157,8 @@ def _fuse_whole_volume(model: FusionNet, ya: np.ndarray, yb: np.ndarray,
         if progress is not None:
             progress(1.0)
         return fused
+    if units is not None:
+        units(patch_count(ya[box].shape), "patch")
     fused[box] = sliding_window_fuse(model, ya[box], yb[box], progress=progress, cancel=cancel)
     fused[~signal] = 0.0
     return fused

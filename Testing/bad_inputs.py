@@ -1,0 +1,126 @@
+"""Shared helpers of the bad-input and fault suite (Testing/test_bad_inputs_*.py).
+
+Every case runs the real command line, in this process (``cli``) or as a subprocess
+(``cli_process``, where exit codes and signals matter), on files made from the real data
+in ../shared/data, and checks what a user sees: the exit code, one line naming the problem
+(no traceback), inputs byte-identical afterwards and no partial output left.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+from contextlib import redirect_stderr, redirect_stdout
+from dataclasses import dataclass
+from io import StringIO
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+import torch
+
+from ClinicalFMambaLib.cli import main
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = REPO.parent / "shared" / "data"
+CASE = DATA / "brain3d" / "TCGA-DU-7294"
+HARVARD = DATA / "harvard"
+SAMPLE = REPO / "Resources" / "sample"
+CT_PAIR = (HARVARD / "CT-MRI" / "MRI" / "2013.png", HARVARD / "CT-MRI" / "CT" / "2013.png")
+SPECT_PAIR = (HARVARD / "SPECT-MRI" / "MRI" / "9027.png",
+              HARVARD / "SPECT-MRI" / "SPECT" / "9027.png")
+CROP = (slice(88, 152), slice(88, 152), slice(64, 88))  # x, y, z: 64x64x24 around the tumour
+
+torch.set_num_threads(1)  # other jobs share the CPU; more threads only wait on each other
+
+needs_data = pytest.mark.skipif(not (CASE.is_dir() and HARVARD.is_dir()),
+                                reason=f"real data not found: {DATA}")
+
+
+@dataclass(frozen=True)
+class Run:
+    code: int
+    out: str
+    err: str
+
+    @property
+    def messages(self) -> list[str]:
+        """stderr lines, without progress-bar redraws and warnings."""
+        lines = [line.split("\r")[-1].strip() for line in self.err.splitlines()]
+        return [line for line in lines if line and not line.startswith("fuse:")
+                and ": warning: " not in line]
+
+
+def cli(*args: str) -> Run:
+    """The command line in this process (fast: torch is already loaded)."""
+    out, err = StringIO(), StringIO()
+    with redirect_stdout(out), redirect_stderr(err):
+        code = main([str(a) for a in args])
+    return Run(code, out.getvalue(), err.getvalue())
+
+
+def cli_process(*args: str, timeout: float = 180, runner: tuple[str, ...] = ()) -> Run:
+    """The command line as a real process, as a user or a batch script runs it (``runner``:
+    a command that runs it, e.g. as another user)."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run([*runner, sys.executable, "-m", "ClinicalFMambaLib.cli",
+                             *map(str, args)],
+                            cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
+    return Run(result.returncode, result.stdout, result.stderr)
+
+
+def assert_refused(run: Run, code: int, *words: str) -> str:
+    """Exit ``code``, no traceback, exactly one error line that holds every one of ``words``."""
+    assert run.code == code, run.err
+    assert "Traceback" not in run.err, run.err
+    assert len(run.messages) == 1, run.err
+    line = run.messages[0]
+    assert line.startswith("clinicalfmamba ") and ": error: " in line, line
+    for word in words:
+        assert str(word) in line, line
+    return line
+
+
+def snapshot(folder: Path) -> dict[str, str]:
+    """SHA-256 of every file under ``folder`` (hidden ones included), by relative path."""
+    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(folder.rglob("*")) if p.is_file() and not p.is_symlink()}
+
+
+def write_volume(path: Path, array: np.ndarray, like: sitk.Image | None = None,
+                 origin: tuple[float, ...] | None = None) -> Path:
+    image = sitk.GetImageFromArray(array)
+    if like is not None:
+        image.CopyInformation(like)
+    if origin is not None:
+        image.SetOrigin(origin)
+    sitk.WriteImage(image, str(path))
+    return path
+
+
+@pytest.fixture(scope="session")
+def crops(tmp_path_factory) -> dict[str, Path]:
+    """T2 and FLAIR of a real glioma case, cropped to 64x64x24 around the tumour."""
+    if not CASE.is_dir():
+        pytest.skip(f"real data not found: {CASE}")
+    folder, written = tmp_path_factory.mktemp("crops"), {}
+    for name in ("t2", "flair"):
+        written[name] = folder / f"{name}.nii.gz"
+        sitk.WriteImage(sitk.ReadImage(str(CASE / f"{name}.nii.gz"))[CROP], str(written[name]))
+    return written
+
+
+@pytest.fixture
+def pair(crops, tmp_path) -> tuple[Path, Path]:
+    """The cropped T2 and FLAIR copied into this test's folder."""
+    return tuple(copy(crops[name], tmp_path / crops[name].name) for name in ("t2", "flair"))
+
+
+def copy(source: Path, target: Path) -> Path:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_bytes(source.read_bytes())
+    return target
