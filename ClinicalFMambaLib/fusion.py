@@ -8,6 +8,7 @@ import numpy as np
 import torch
 
 from .errors import InvalidResultError
+from .gpu_inference import run_network
 from .network import FusionConfig, FusionNet, image_batch
 from .preprocessing import is_colour, split_luma, ycbcr_to_rgb
 from .weights import WeightsError, bundled, load_weights
@@ -64,13 +65,12 @@ def check_finite(fused: np.ndarray) -> np.ndarray:
     return fused
 
 
-@torch.no_grad()
 def fuse_normalized(model: FusionNet, a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Fuse two float [0, 1] arrays of one shape (a 2D image for a 2D model)."""
     if a.shape != b.shape:
         raise ValueError(f"inputs differ in shape: {a.shape} vs {b.shape}")
     device = next(model.parameters()).device
-    fused = model(image_batch(a).to(device), image_batch(b).to(device))[0, 0].float().cpu()
+    fused = run_network(model, image_batch(a).to(device), image_batch(b).to(device))[0, 0].cpu()
     return check_finite(fused.numpy())
 
 

@@ -9,7 +9,11 @@ import numpy as np
 import torch
 
 from .classify import Cancelled
+from .gpu_inference import (SMALLEST_PATCH, free_memory, inference_context, patch_for_memory,
+                            retry_smaller_on_oom)
 from .network import image_batch
+
+DEFAULT_PATCH = 128  # patch side on the CPU
 
 
 class FusionCancelled(Cancelled):
@@ -45,20 +49,33 @@ def _patch_corners(shape: tuple[int, ...], patch: int | tuple[int, ...],
     return patch, list(product(*(patch_starts(s, p, overlap) for s, p in zip(shape, patch))))
 
 
-def patch_count(shape: tuple[int, ...], patch: int | tuple[int, ...] = 128,
+def patch_count(shape: tuple[int, ...], patch: int | tuple[int, ...] = DEFAULT_PATCH,
                 overlap: float = 0.25) -> int:
     """How many patches ``sliding_window_fuse`` runs for a volume of ``shape``."""
     return len(_patch_corners(shape, patch, overlap)[1])
 
 
-@torch.no_grad()
 def sliding_window_fuse(model: torch.nn.Module, a: np.ndarray, b: np.ndarray,
-                        patch: int | tuple[int, ...] = 128, overlap: float = 0.25,
+                        patch: int | tuple[int, ...] | None = None, overlap: float = 0.25,
                         progress: Callable[[float], None] | None = None,
                         cancel: Callable[[], bool] | None = None) -> np.ndarray:
-    """Fuse two normalised float [0, 1] volumes of one shape patch by patch."""
+    """Fuse two normalised float [0, 1] volumes of one shape patch by patch.
+
+    ``patch`` None: ``DEFAULT_PATCH`` on the CPU; on CUDA the largest patch that the free GPU
+    memory holds (the whole volume on a large GPU), halved after an out-of-memory error.
+    """
     if a.shape != b.shape or a.ndim != 3:
         raise ValueError(f"expected two 3D volumes of one shape, got {a.shape} and {b.shape}")
+    device = next(model.parameters()).device
+    if patch is not None or device.type != "cuda":
+        return _fuse_patches(model, a, b, patch or DEFAULT_PATCH, overlap, progress, cancel)
+    side = max(patch_for_memory(a.shape, free_memory(device)))
+    return retry_smaller_on_oom(
+        lambda size: _fuse_patches(model, a, b, size, overlap, progress, cancel),
+        side, SMALLEST_PATCH, "patches")
+
+
+def _fuse_patches(model, a, b, patch, overlap, progress, cancel) -> np.ndarray:
     patch, corners = _patch_corners(a.shape, patch, overlap)
     device = next(model.parameters()).device
     weight = gaussian_weight(patch)
@@ -69,7 +86,8 @@ def sliding_window_fuse(model: torch.nn.Module, a: np.ndarray, b: np.ndarray,
             raise FusionCancelled("fusion was cancelled")
         region = tuple(slice(c, c + p) for c, p in zip(corner, patch))
         ta, tb = (image_batch(x[region]).to(device) for x in (a, b))
-        total[region] += model(ta, tb)[0, 0].float().cpu().numpy() * weight
+        with inference_context(device):
+            total[region] += model(ta, tb)[0, 0].float().cpu().numpy() * weight
         norm[region] += weight
         if progress is not None:
             progress((done + 1) / len(corners))

@@ -26,6 +26,7 @@ import SimpleITK as sitk
 import torch
 
 from .fusion import BUNDLED_MODELS, check_finite, check_model_dims, load_fusion_model
+from .gpu_inference import run_network, slice_batch
 from .network import FusionNet
 from .preprocessing import normalize_intensity, rgb_to_ycbcr, signal_box, ycbcr_to_rgb
 from .sliding_window import FusionCancelled, patch_count, sliding_window_fuse
@@ -129,13 +130,14 @@ def _fuse_slices(model: FusionNet, ya: np.ndarray, yb: np.ndarray, batch_size: i
     if units is not None:
         units(len(todo), "slice")
     device = next(model.parameters()).device
+    batch_size = slice_batch(device, ya.shape[1:], batch_size)  # larger on a roomy GPU
     for start in range(0, len(todo), batch_size):
         if cancel is not None and cancel():
             raise FusionCancelled("volume fusion cancelled")
         index = todo[start:start + batch_size]
         ta = torch.from_numpy(ya[index])[:, None].to(device)
         tb = torch.from_numpy(yb[index])[:, None].to(device)
-        fused[index] = model(ta, tb)[:, 0].float().cpu().numpy()
+        fused[index] = run_network(model, ta, tb)[:, 0].cpu().numpy()
         if progress is not None:
             progress(min(start + batch_size, len(todo)) / len(todo))
     if len(todo) == 0 and progress is not None:
