@@ -1,10 +1,11 @@
 """Reading and writing the 2D images that are fused.
 
 Pictures (PNG, JPEG, BMP, TIFF) go through Pillow: grey stays (H, W) in its own dtype (8-bit,
-16-bit, ...), colour becomes (H, W, 3) uint8 RGB (alpha dropped). Medical images (NIfTI,
-NRRD, MetaImage, a single DICOM file) go through SimpleITK and keep their geometry
-(origin, spacing, direction); a 3D image holding one slice is squeezed to 2D and written back
-with its original 3D geometry.
+16-bit, ...), colour becomes (H, W, 3) uint8 RGB (alpha dropped; an RGB file whose three
+channels are equal is grey). Medical images (NIfTI, NRRD, MetaImage, a single DICOM file) go
+through SimpleITK and keep their geometry (origin, spacing, direction); a 3D image holding one
+slice is squeezed to 2D and written back with its original 3D geometry. A file cut short or
+with corrupt compressed data is refused (``check_complete_file``).
 
 Outputs: pictures are 8-bit (grey float [0, 1] -> 0..255, RGB uint8 as is). Medical outputs
 hold grey as float32 (the fused intensities in [0, 1], not scanner units) and colour as 8-bit
@@ -96,7 +97,10 @@ def _read_picture(path: Path) -> np.ndarray:
                 raise ValueError(f"{path} holds {image.n_frames} frames (a stack); "
                                  f"{VOLUME_HINT}")
             if image.mode in ("RGB", "RGBA", "P", "CMYK", "YCbCr", "LAB", "HSV"):
-                return np.asarray(image.convert("RGB"))
+                rgb = np.asarray(image.convert("RGB"))
+                # A grey image saved as RGB (R = G = B) is grey: it has no colour to keep.
+                grey = (rgb[..., 0] == rgb[..., 1]).all() and (rgb[..., 1] == rgb[..., 2]).all()
+                return rgb[..., 0].copy() if grey else rgb
             if image.mode in ("1", "LA", "PA"):
                 image = image.convert("L")
             return np.asarray(image)

@@ -101,21 +101,29 @@ def _size(image_or_reader) -> str:
     return "x".join(map(str, image_or_reader.GetSize()))
 
 
+def _header(path: Path) -> sitk.ImageFileReader:
+    """The image information of a complete medical image file, else InputError naming it."""
+    check_complete_file(path)
+    reader = sitk.ImageFileReader()
+    reader.SetFileName(str(path))
+    try:
+        reader.ReadImageInformation()
+    except RuntimeError as error:
+        raise InputError(f"{path} is not a readable image: {itk_reason(error)}") from None
+    return reader
+
+
 def is_volume(path: str | Path) -> bool:
     """True for a DICOM series folder (or FOLDER#UID) or a medical image file with more than
-    one slice (4D files included, so that they are refused as volumes, by name)."""
+    one slice (4D files included, so that they are refused as volumes, by name). A medical
+    file that is cut short or unreadable raises InputError: it cannot be told apart."""
     folder, uid = split_series(path)
     if folder.is_dir():
         return bool(dicom_series(folder))
     path = Path(path)
     if not path.is_file() or suffix_of(path) not in MEDICAL_SUFFIXES:
         return False
-    reader = sitk.ImageFileReader()
-    reader.SetFileName(str(path))
-    try:
-        reader.ReadImageInformation()
-    except RuntimeError:
-        return False
+    reader = _header(path)
     return reader.GetDimension() >= 3 and sorted(reader.GetSize())[-2] > 1
 
 
@@ -133,13 +141,7 @@ def check_readable_volume(path: str | Path) -> None:
     if suffix_of(path) not in MEDICAL_SUFFIXES:
         raise InputError(f"{path} is not a volume file: use NIfTI, NRRD, MetaImage or a "
                          "DICOM series folder")
-    check_complete_file(path)
-    reader = sitk.ImageFileReader()
-    reader.SetFileName(str(path))
-    try:
-        reader.ReadImageInformation()
-    except RuntimeError as error:
-        raise InputError(f"{path} is not a readable volume: {itk_reason(error)}") from None
+    reader = _header(path)
     if reader.GetDimension() > 3 and reader.GetSize()[3:] != (1,) * (reader.GetDimension() - 3):
         raise InputError(f"{path} is a {reader.GetDimension()}D image ({_size(reader)}: several "
                          "volumes, e.g. time points or echoes); fuse one 3D volume at a time")

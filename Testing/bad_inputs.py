@@ -12,6 +12,7 @@ import hashlib
 import os
 import subprocess
 import sys
+import warnings
 from contextlib import redirect_stderr, redirect_stdout
 from dataclasses import dataclass
 from io import StringIO
@@ -46,6 +47,7 @@ class Run:
     code: int
     out: str
     err: str
+    warnings: tuple[str, ...] = ()  # in this process, warnings are caught, not printed
 
     @property
     def messages(self) -> list[str]:
@@ -58,9 +60,10 @@ class Run:
 def cli(*args: str) -> Run:
     """The command line in this process (fast: torch is already loaded)."""
     out, err = StringIO(), StringIO()
-    with redirect_stdout(out), redirect_stderr(err):
+    with redirect_stdout(out), redirect_stderr(err), warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
         code = main([str(a) for a in args])
-    return Run(code, out.getvalue(), err.getvalue())
+    return Run(code, out.getvalue(), err.getvalue(), tuple(str(w.message) for w in seen))
 
 
 def cli_process(*args: str, timeout: float = 180, runner: tuple[str, ...] = ()) -> Run:
