@@ -574,12 +574,12 @@ class ClinicalFMambaLogic(ScriptedLoadableModuleLogic):
                 _fillTable(table, {"metric": list(job.result["metrics"]),
                                    "value": list(job.result["metrics"].values())})
                 companions["Metrics"] = table
+            for node in companions.values():
+                _placeBeside(node, job.inputA)
             fused = _readVolumeArray(job.file(worker.FUSED), "fused volume",
                                      colour=job.options["colour"])
             if fused.shape[:3] != tuple(reversed(job.inputA.GetImageData().GetDimensions())):
                 raise ValueError("volume A changed its grid during the run; fuse again")
-            for node in companions.values():
-                _placeBeside(node, job.inputA)
             output = job.output
             if output is None:
                 output = _newNode(created, "vtkMRMLVectorVolumeNode" if fused.ndim == 4
@@ -607,10 +607,15 @@ class ClinicalFMambaLogic(ScriptedLoadableModuleLogic):
 
     @staticmethod
     def loadVolume(path: str | Path, name: str | None = None):
-        """Read a volume file into a new scalar (or colour vector) volume node."""
+        """Read a volume file into a new scalar (or colour vector) volume node; a truncated
+        or corrupt file is refused by name (the library's check: the reader would fill the
+        missing voxels with zeros)."""
+        from ClinicalFMambaLib.image_io import check_complete_file  # no torch
+
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"volume file not found: {path}")
+        check_complete_file(path)
         storage = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLVolumeArchetypeStorageNode")
         storage.SetFileName(str(path))
         node = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLScalarVolumeNode",

@@ -13,6 +13,7 @@ import importlib.util
 import os
 import subprocess
 import sys
+import time
 import unittest
 from pathlib import Path
 
@@ -330,3 +331,133 @@ def test_module_self_test_runs_on_real_mrml(scene):
         SelfTest("runTest").runTest()
     finally:
         slicer.mrmlScene = shared
+
+
+# --------------------------------------------------------------------------- publishing
+
+def finish(job) -> None:
+    while not job.poll():
+        time.sleep(0.05)
+    assert job.state == "done", job.error
+
+
+def scene_counts() -> tuple[int, int, int]:
+    """(nodes, display nodes, subject-hierarchy items) of the scene."""
+    sh = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(slicer.mrmlScene)
+    items = vtk.vtkIdList()
+    sh.GetItemChildren(sh.GetSceneItemID(), items, True)
+    displays = slicer.mrmlScene.GetNumberOfNodesByClass("vtkMRMLDisplayNode")
+    return slicer.mrmlScene.GetNumberOfNodes(), displays, items.GetNumberOfIds()
+
+
+def heatmap_tables() -> list:
+    return [node for node in slicer.util.getNodesByClass("vtkMRMLColorTableNode")
+            if node.GetAttribute(module.ROLE) == "heatmap colours"]
+
+
+@pytest.fixture(scope="module")
+def finished(scene, sample, logic, classifier):
+    """One finished worker run (fuse + classify) whose files several publishes read."""
+    job = logic.start(*sample, device="cpu", classifier=classifier)
+    finish(job)
+    yield job
+    job.close()
+    assert not job.folder.exists()
+
+
+def test_fusing_again_into_a_result_replaces_its_companions(scene, logic, finished):
+    first = logic.publish(finished)
+    old = [first.GetNodeReference(role) for role in ("Heatmap", "Probabilities", "SliceVerdicts")]
+    counts = scene_counts()
+    for table in heatmap_tables():  # the user deletes the colour table once
+        slicer.mrmlScene.RemoveNode(table)
+    finished.output = first
+    again = logic.publish(finished)
+    assert again is first
+    new = [first.GetNodeReference(role) for role in ("Heatmap", "Probabilities", "SliceVerdicts")]
+    assert all(n is not None for n in new) and not set(old) & set(new)
+    assert not any(slicer.mrmlScene.IsNodePresent(node) for node in old)
+    assert len(heatmap_tables()) == 1 and heatmap_tables()[0].GetName() == module.HEATMAP_COLORS
+    logic.publish(finished)  # a third time: the colour table is reused, nothing piles up
+    assert scene_counts() == counts and len(heatmap_tables()) == 1
+    finished.output = None
+
+
+def test_failed_publish_leaves_scene_and_existing_output_as_they_were(scene, logic, finished):
+    """The fused file is read after the heatmap and tables are made: corrupting it makes
+    the publish fail after nodes, display nodes and subject-hierarchy items were created."""
+    from ClinicalFMambaLib.worker import FUSED
+
+    output = logic.publish(finished)
+    before = fingerprint(output), [output.GetNodeReferenceID(role) for role in module.REFERENCES]
+    counts = scene_counts()
+    fused_file = finished.file(FUSED)
+    intact = fused_file.read_bytes()
+    fused_file.write_bytes(intact[: len(intact) // 3])
+    try:
+        for target in (None, output):
+            finished.output = target
+            with pytest.raises(module.WorkerFailed, match="could not be read"):
+                logic.publish(finished)
+            assert scene_counts() == counts
+        assert (fingerprint(output),
+                [output.GetNodeReferenceID(role) for role in module.REFERENCES]) == before
+    finally:
+        fused_file.write_bytes(intact)
+        finished.output = None
+
+
+def test_out_of_scope_result_shows_no_class_and_no_heatmap(scene, logic, finished):
+    """A classification with the scope guard's fields (in_scope false, prediction null,
+    reason) is shown as such: no tumour class, no heatmap layer."""
+    saved = finished.result["classification"]
+    finished.result["classification"] = dict(saved, in_scope=False, prediction=None,
+                                             reason="looks like a photograph")
+    try:
+        output = logic.publish(finished)
+    finally:
+        finished.result["classification"] = saved
+    verdict = output.GetAttribute(module.VERDICT)
+    assert verdict == ("ClinicalFMamba: not brain MRI, no tumour verdict"
+                       " (looks like a photograph)")
+    assert output.GetNodeReference("Heatmap") is None
+    assert output.GetNodeReference("SliceVerdicts") is None
+    table = output.GetNodeReference("Probabilities")
+    assert table.GetCellText(0, 0) == "not brain MRI"
+    composite = slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLSliceCompositeNode")
+    assert composite.GetForegroundVolumeID() is None
+
+
+@pytest.mark.parametrize("fields,expected", [
+    ({"prediction": "glioma", "probabilities": [0.8, 0.1, 0.05, 0.05]},
+     "ClinicalFMamba: glioma (80%)"),
+    ({"prediction": "uncertain", "probabilities": [0.3, 0.3, 0.2, 0.2], "reason": "weak"},
+     "ClinicalFMamba: uncertain, no tumour verdict (weak)"),
+    ({"prediction": "glioma", "uncertain": True, "probabilities": [0.4, 0.3, 0.2, 0.1]},
+     "ClinicalFMamba: uncertain, no tumour verdict"),
+    ({"in_scope": False, "prediction": None, "probabilities": [0.9, 0.1, 0, 0]},
+     "ClinicalFMamba: not brain MRI, no tumour verdict"),
+    (None, ""),
+])
+def test_verdict_text(fields, expected):
+    assert module._verdictText(fields) == expected
+
+
+def test_torch_version_is_checked_without_importing_it():
+    code = ("import sys\nsys.modules['torch'] = None\n"
+            f"sys.path.insert(0, {str(ROOT / 'ClinicalFMamba')!r})\n"
+            "import ClinicalFMamba\nClinicalFMamba._checkTorchVersion()\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr
+
+
+def test_truncated_volume_file_is_refused_without_a_node(scene, tmp_path):
+    source = module.SAMPLE_DIR / module.SAMPLE_FILES[0]
+    truncated = tmp_path / "half.nii.gz"
+    truncated.write_bytes(source.read_bytes()[: source.stat().st_size // 2])
+    nodes = slicer.mrmlScene.GetNumberOfNodes()
+    with pytest.raises(ValueError, match="half.nii.gz") as raised:
+        module.ClinicalFMambaLogic.loadVolume(truncated)
+    assert "\n" not in str(raised.value)
+    assert slicer.mrmlScene.GetNumberOfNodes() == nodes
