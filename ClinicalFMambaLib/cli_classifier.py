@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 import shlex
+import sys
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -92,10 +94,31 @@ def _probabilities(classes: list[str], probs: np.ndarray) -> dict[str, float]:
     return {name: round(float(p), 6) for name, p in zip(classes, probs)}
 
 
+def free_path(folder: Path, stem: str, suffix: str) -> Path:
+    """``folder/stem+suffix``, or ``stem_2``, ``stem_3``, ... when that file exists: a heatmap
+    never overwrites a file."""
+    target, number = folder / f"{stem}{suffix}", 2
+    while target.exists():
+        target, number = folder / f"{stem}_{number}{suffix}", number + 1
+    return target
+
+
+def heatmap_stems(files: list[Path]) -> dict[Path, str]:
+    """Heatmap name stem per input: its file name without extension, prefixed by its
+    folder's name where several inputs share a file name (the case/flair.nii.gz layout)."""
+    stems = {path: sibling_name(path, "") for path in files}
+    shared = Counter(stems.values())
+    return {path: f"{path.parent.name}_{stem}" if shared[stem] > 1 else stem
+            for path, stem in stems.items()}
+
+
 def classification_record(model, path: Path, heatmap_dir: Path | None = None,
-                          batch_size: int = 32, slices: bool = False) -> dict:
+                          batch_size: int = 32, slices: bool = False,
+                          heatmap_stem: str | None = None) -> dict:
     """Prediction and class probabilities of one image or volume file, as a JSON-ready dict;
-    with ``heatmap_dir``, its Grad-CAM heatmap is written there (PNG or NIfTI) and named."""
+    with ``heatmap_dir``, its Grad-CAM heatmap is written there (PNG or NIfTI) and named:
+    ``heatmap_stem`` (default: the input's name) + _heatmap, never over an existing file."""
+    stem = heatmap_stem or sibling_name(path, "")
     from . import classify as api
     from .classifier_data import is_volume_file, read_image, read_volume
 
@@ -113,7 +136,7 @@ def classification_record(model, path: Path, heatmap_dir: Path | None = None,
                 _probabilities(model.classes, p) for p in result.slice_probabilities]
         if heatmap_dir:
             record["heatmap"] = str(api.save_heatmap_volume(
-                result.heatmap, path, heatmap_dir / sibling_name(path, "_heatmap.nii.gz")))
+                result.heatmap, path, free_path(heatmap_dir, stem, "_heatmap.nii.gz")))
         return record
     image = read_image(path)
     probs = api.classify_images(model, [image])[0]
@@ -121,7 +144,7 @@ def classification_record(model, path: Path, heatmap_dir: Path | None = None,
               "prediction": model.classes[int(probs.argmax())],
               "probabilities": _probabilities(model.classes, probs)}
     if heatmap_dir:
-        target = heatmap_dir / sibling_name(path, "_heatmap.png")
+        target = free_path(heatmap_dir, stem, "_heatmap.png")
         api.save_heatmap_png(image, api.gradcam(model, image), target)
         record["heatmap"] = str(target)
     return record
@@ -133,16 +156,22 @@ def verdict_line(record: dict) -> str:
 
 
 def run_classify(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
     from . import classify as api
+    from .image_io import check_output_location
 
     files = _expand_inputs(args.inputs)
+    if args.heatmap_dir:
+        check_output_location(args.heatmap_dir, folder=True)
     model = api.load_classifier(args.model)
     if args.heatmap_dir:
         args.heatmap_dir.mkdir(parents=True, exist_ok=True)
-    for path in files:
+    stems = heatmap_stems(files)
+    for path in tqdm(files, desc="classify", unit="file", disable=len(files) == 1):
         record = classification_record(model, path, args.heatmap_dir, args.batch_size,
-                                       args.slices)
-        print(json.dumps(record) if args.json else verdict_line(record), flush=True)
+                                       args.slices, stems[path])
+        tqdm.write(json.dumps(record) if args.json else verdict_line(record), file=sys.stdout)
     return 0
 
 

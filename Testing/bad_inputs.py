@@ -12,6 +12,8 @@ import hashlib
 import os
 import subprocess
 import sys
+import threading
+import time
 import warnings
 from contextlib import redirect_stderr, redirect_stdout
 from dataclasses import dataclass
@@ -82,7 +84,8 @@ def assert_refused(run: Run, code: int, *words: str) -> str:
     assert "Traceback" not in run.err, run.err
     assert len(run.messages) == 1, run.err
     line = run.messages[0]
-    assert line.startswith("clinicalfmamba ") and ": error: " in line, line
+    assert line.startswith("clinicalfmamba "), line
+    assert code in (130, 143) or ": error: " in line, line
     for word in words:
         assert str(word) in line, line
     return line
@@ -127,3 +130,57 @@ def copy(source: Path, target: Path) -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     target.write_bytes(source.read_bytes())
     return target
+
+
+def signalled(args: list, signum: int, when: str, timeout: float = 180) -> Run:
+    """Run the command line as a process and send it ``signum`` once ``when`` has appeared
+    on its stderr (e.g. the progress bar: the work has started)."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    process = subprocess.Popen([sys.executable, "-m", "ClinicalFMambaLib.cli", *map(str, args)],
+                               cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    err, seen = bytearray(), threading.Event()
+
+    def read() -> None:
+        for chunk in iter(lambda: os.read(process.stderr.fileno(), 4096), b""):
+            err.extend(chunk)
+            if when.encode() in err:
+                seen.set()
+        seen.set()
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    assert seen.wait(timeout), err.decode()
+    time.sleep(0.2)  # past the bar's drawing, into the work (seconds on the sample)
+    process.send_signal(signum)
+    out = process.stdout.read()  # stderr is the reader's alone
+    process.wait(timeout)
+    reader.join(timeout)
+    return Run(process.returncode, out.decode(), err.decode())
+
+
+# Runs the command line with SimpleITK's writer patched to send this process ``signum`` right
+# after the file has been written under its temporary name, before it is renamed: the
+# moment a signal used to leave a hidden .partial-* folder behind.
+SIGNAL_DURING_WRITE = """
+import os, sys, SimpleITK
+from PIL import Image
+from ClinicalFMambaLib.cli import main
+signum = int(sys.argv[1])
+def interrupted(write):
+    def wrapper(*args, **kwargs):
+        write(*args, **kwargs)
+        os.kill(os.getpid(), signum)
+        raise SystemExit("the signal was not acted on")
+    return wrapper
+SimpleITK.WriteImage = interrupted(SimpleITK.WriteImage)
+Image.Image.save = interrupted(Image.Image.save)
+sys.exit(main(sys.argv[2:]))
+"""
+
+
+def signalled_during_write(args: list, signum: int, timeout: float = 180) -> Run:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    result = subprocess.run([sys.executable, "-c", SIGNAL_DURING_WRITE, str(int(signum)),
+                             *map(str, args)], cwd=REPO, env=env, capture_output=True,
+                            text=True, timeout=timeout)
+    return Run(result.returncode, result.stdout, result.stderr)
