@@ -28,7 +28,8 @@ def register(commands) -> None:
                           help="write Grad-CAM heatmaps here (PNG for images, NIfTI for volumes)")
     classify.add_argument("--slices", action="store_true",
                           help="include per-slice probabilities of volumes in the output")
-    classify.add_argument("--batch-size", type=int, default=32)
+    classify.add_argument("--batch-size", type=int, default=32,
+                          help="slices per step for volumes (default: %(default)s)")
     classify.set_defaults(func=run_classify)
 
     train = commands.add_parser(
@@ -37,30 +38,44 @@ def register(commands) -> None:
                     "one sub-folder per case with a volume named --volume-name; the CSV maps "
                     "case id to label (e.g. BraTS name_mapping.csv). Checkpoints every epoch "
                     "in --workdir; rerunning the same command resumes.")
-    train.add_argument("data_dir", type=Path)
+    train.add_argument("data_dir", type=Path,
+                       help="one sub-folder per class, or per case with --grades")
     train.add_argument("--output", type=Path, default=Path("runs/classifier/classifier.safetensors"),
-                       help="safetensors weights to write (SHA-256 goes to MANIFEST.json beside it)")
+                       help="safetensors weights to write (SHA-256 goes to MANIFEST.json beside "
+                            "it; default: %(default)s)")
     train.add_argument("--grades", type=Path, default=None, help="CSV: case id -> label")
     train.add_argument("--volume-name", default="fused.nii.gz",
-                       help="volume file inside each case folder (with --grades)")
+                       help="volume file inside each case folder (with --grades; default: "
+                            "%(default)s)")
     train.add_argument("--id-column", default=None, help="CSV case-id column (default: detected)")
     train.add_argument("--label-column", default=None,
                        help="CSV label column (default: Grade/label/class/diagnosis)")
     train.add_argument("--slice-step", type=int, default=1,
-                       help="use every N-th brain slice of each case (with --grades)")
+                       help="use every N-th brain slice of each case (with --grades; default: "
+                            "%(default)s)")
     train.add_argument("--test-dir", type=Path, default=None,
                        help="folder-per-class test set evaluated once with the final weights")
-    train.add_argument("--size", type=int, default=128, help="input side in pixels")
-    train.add_argument("--epochs", type=int, default=30)
-    train.add_argument("--batch-size", type=int, default=64)
-    train.add_argument("--lr", type=float, default=3e-3)
-    train.add_argument("--weight-decay", type=float, default=0.05)
+    train.add_argument("--size", type=int, default=128,
+                       help="input side in pixels (default: %(default)s)")
+    train.add_argument("--epochs", type=int, default=30,
+                       help="passes over the training set (default: %(default)s)")
+    train.add_argument("--batch-size", type=int, default=64,
+                       help="images per step (default: %(default)s)")
+    train.add_argument("--lr", type=float, default=3e-3,
+                       help="peak AdamW learning rate of the one-cycle schedule (default: "
+                            "%(default)s)")
+    train.add_argument("--weight-decay", type=float, default=0.05,
+                       help="AdamW weight decay (default: %(default)s)")
     train.add_argument("--val-fraction", type=float, default=0.1,
-                       help="stratified validation share (whole cases with --grades)")
-    train.add_argument("--seed", type=int, default=0)
-    train.add_argument("--threads", type=int, default=1)
+                       help="stratified validation share (whole cases with --grades; default: "
+                            "%(default)s)")
+    train.add_argument("--seed", type=int, default=0,
+                       help="random seed of split, initialisation and order (default: %(default)s)")
+    train.add_argument("--threads", type=int, default=1,
+                       help="torch CPU threads (default: %(default)s)")
     train.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
-                       help="bf16 autocast: much faster on CPUs with AMX/AVX512-BF16")
+                       help="bf16 autocast: much faster on CPUs with AMX/AVX512-BF16 (default: "
+                            "%(default)s)")
     train.add_argument("--workdir", type=Path, default=None,
                        help="checkpoints (default: /tmp/clinicalfmamba-classifier/<output name>)")
     train.add_argument("--no-resume", action="store_true", help="ignore an existing checkpoint")

@@ -167,17 +167,18 @@ def _evaluate(args: argparse.Namespace) -> int:
         return 0
     rows = {path.name: methods[MODEL_NAME] for path, methods in results}
     if len(rows) > 1:
-        rows["mean"] = _mean_rows(list(rows.values()))
+        rows["average"] = _mean_rows(list(rows.values()))  # "mean" names a baseline below
     print(_table(rows, "fused"))
     means = {method: _mean_rows([methods[method] for _, methods in results])
              for method in results[0][1]}
-    print(f"\nmean over {len(results)} pair(s): the fused images and the classical baselines "
-          f"on the same pairs (higher is better)\n{_table(means, 'method')}")
+    print(f"\naverage over {len(results)} pair(s): the fused images and the classical "
+          f"baselines on the same pairs (higher is better)\n{_table(means, 'method')}")
     return 0
 
 
 def _demo(args: argparse.Namespace) -> int:
     from .fuse_files import run_demo
+    from .image_io import write_atomically
     from .metrics import METRIC_NAMES
     from .volume_files import run_volume_demo
     from .volume_fusion import load_volume_model
@@ -190,15 +191,22 @@ def _demo(args: argparse.Namespace) -> int:
     volume = run_volume_demo(model, args.output)
     print(f"\nvolume T2 + FLAIR, {model.cfg.spatial_dims}D model (whole volume, higher is "
           f"better)\n{_table(volume, 'method')}")
+    tables = {**results, f"volume_{model.cfg.spatial_dims}d": volume}
+    metrics = {name: {method: {k: _json_value(v) for k, v in values.items()}
+                      for method, values in methods.items()} for name, methods in tables.items()}
+    write_atomically(args.output / "metrics.json",
+                     lambda target: target.write_text(json.dumps(metrics, indent=1)))
     print(f"\nwrote fused images, side-by-side views, the fused volume and its axial/coronal/"
-          f"sagittal views to {args.output}")
+          f"sagittal views, and these metrics (metrics.json) to {args.output}")
     return 0
 
 
 def _add_model_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--weights", type=Path, default=None,
                         help="fusion weights (default: the bundled fusion2d.safetensors)")
-    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                        help="where the network runs (auto: a CUDA GPU when there is one; "
+                             "default: %(default)s)")
 
 
 def parse_metric_weight(text: str) -> tuple[str, float]:
@@ -309,33 +317,43 @@ def register(commands) -> None:
 
     p = commands.add_parser("train-fusion", help="train the fusion network (unsupervised)")
     p.add_argument("--dim", type=int, choices=(2, 3), default=2,
-                   help="2: Harvard image pairs; 3: brain3d volumes (random 3D patches)")
+                   help="2: Harvard image pairs; 3: brain3d volumes (random 3D patches) "
+                        "(default: %(default)s)")
     p.add_argument("--data", help="data folder (default: ../shared/data/harvard or brain3d)")
     p.add_argument("--output", help="weights (default: Resources/weights/fusion{2,3}d.safetensors)")
     p.add_argument("--workdir", help="checkpoints for resuming (default: runs/fusion{2,3}d)")
-    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--epochs", type=int, default=10,
+                   help="passes over the training pairs (default: %(default)s)")
     p.add_argument("--crop", type=int, help="crop / patch edge (default: 96 in 2D, 64 in 3D)")
-    p.add_argument("--batch-size", type=int, help="default: 4 in 2D, 2 in 3D")
-    p.add_argument("--lr", type=float, default=5e-4)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--batch-size", type=int,
+                   help="pairs or patches per step (default: 4 in 2D, 2 in 3D)")
+    p.add_argument("--lr", type=float, default=5e-4,
+                   help="peak Adam learning rate of the one-cycle schedule "
+                        "(default: %(default)s)")
+    p.add_argument("--seed", type=int, default=0,
+                   help="random seed of initialisation, crops and order (default: %(default)s)")
     p.add_argument("--target-weight", type=float, default=10.0,
                    help="weight of the L1 pull towards each pair's target (--targets; "
-                        "ClinicalFMambaLib/fusion_targets.py; 0 trains on the loss alone)")
+                        "ClinicalFMambaLib/fusion_targets.py; 0 trains on the loss alone; "
+                        "default: %(default)s)")
     p.add_argument("--target-cache", type=Path, default=None,
                    help="folder of the cached targets (default: WORKDIR/targets); runs on "
                         "the same data and targets can share it")
     p.add_argument("--targets", choices=("loss-optima", "metric-optima"), default="loss-optima",
                    help="2D: what the L1 pull aims at: each pair's optimum of the paper's loss, or "
-                        "of the metrics objective reached from the --init-weights model's output")
+                        "of the metrics objective reached from the --init-weights model's output "
+                        "(default: %(default)s)")
     p.add_argument("--target-steps", type=int, default=120,
-                   help="metric-optima: Adam steps per image (about 0.25 s each for 256x256)")
+                   help="metric-optima: Adam steps per image (about 0.25 s each for 256x256; "
+                        "default: %(default)s)")
     p.add_argument("--objective", choices=("paper", "metrics"), default="paper",
                    help="paper: the paper's intensity/gradient/SSIM loss; metrics: reward the "
                         "8-bit fusion metrics over the best classical baseline of each image "
-                        "(ClinicalFMambaLib/metric_objective.py)")
+                        "(ClinicalFMambaLib/metric_objective.py; default: %(default)s)")
     p.add_argument("--deficit-weight", type=float, default=1.0,
                    help="metrics objective: how many times a metric's shortfall against the "
-                        "best baseline counts compared with its gain (1: symmetric)")
+                        "best baseline counts compared with its gain (1: symmetric; default: "
+                        "%(default)s)")
     p.add_argument("--metric-weight", type=parse_metric_weight, action="append", default=[],
                    metavar="NAME=W",
                    help="metrics objective: weight of one metric's term (default 1; 0 leaves it "

@@ -135,7 +135,8 @@ def check_complete_file(path: str | Path) -> None:
     try:
         with (gzip.open(path, "rb") if compressed else open(path, "rb")) as stream:
             header = stream.read(540)
-            size = len(header) + sum(len(block) for block in iter(lambda: stream.read(1 << 20), b""))
+            rest = iter(lambda: stream.read(1 << 20), b"")
+            size = len(header) + sum(len(block) for block in rest)
     except EOFError:
         raise InputError(f"{path} is truncated: its gzip stream ends early (an incomplete "
                          "download or copy?)") from None

@@ -14,8 +14,9 @@ import pytest
 import SimpleITK as sitk
 import torch
 
-from bad_inputs import (CT_PAIR, SAMPLE, assert_refused, cli, copy, crops,  # noqa: F401
-                        needs_data, pair, signalled, signalled_during_write, snapshot)
+from bad_inputs import (  # noqa: F401 (crops: the fixture that pair uses)
+    CT_PAIR, SAMPLE, assert_refused, cli, copy, crops, needs_data, pair, signalled,
+    signalled_during_write, snapshot)
 from ClinicalFMambaLib import fuse_files
 from ClinicalFMambaLib.errors import InvalidResultError
 from ClinicalFMambaLib.fusion import BUNDLED_MODELS, fuse_images, load_fusion_model

@@ -12,8 +12,9 @@ import pytest
 import SimpleITK as sitk
 from PIL import Image
 
-from bad_inputs import (CT_PAIR, SAMPLE, assert_refused, cli, cli_process, copy, crops,  # noqa: F401
-                        needs_data, pair, snapshot, write_volume)
+from bad_inputs import (  # noqa: F401 (crops: the fixture that pair uses)
+    CT_PAIR, SAMPLE, assert_refused, cli, cli_process, copy, crops,
+    needs_data, pair, snapshot, write_volume)
 from ClinicalFMambaLib.errors import InputError
 from ClinicalFMambaLib.image_io import check_complete_file
 from ClinicalFMambaLib.volume_files import check_readable_volume, dicom_series, read_volume
@@ -197,6 +198,7 @@ def test_volume_b_covering_half_of_a_fuses_and_says_how_much(pair, tmp_path):
     (line,) = [line for line in run.err.splitlines() if "covers" in line]
     assert line == (f"clinicalfmamba: warning: {shifted} covers 50% of {t2}; the rest is "
                     "fused with B = 0")
+    assert "1/1 [" in run.err and "patch/s]" in run.err  # progress counts the 3D patches
     assert sitk.ReadImage(str(tmp_path / "f.nii.gz")).GetSize() == (64, 64, 24)
 
 

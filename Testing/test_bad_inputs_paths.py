@@ -13,8 +13,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from bad_inputs import (CT_PAIR, SAMPLE, assert_refused, cli, cli_process, copy, crops,  # noqa: F401
-                        needs_data, pair, snapshot)
+from bad_inputs import (  # noqa: F401 (crops: the fixture that pair uses)
+    CT_PAIR, SAMPLE, assert_refused, cli, cli_process, copy, crops,
+    needs_data, pair, snapshot)
 
 pytestmark = needs_data
 

@@ -5,6 +5,9 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
+import subprocess
+import sys
 from contextlib import redirect_stderr, redirect_stdout
 from io import StringIO
 from pathlib import Path
@@ -134,6 +137,54 @@ def test_evaluate_json_has_the_ten_metrics(fused_folders, capsys):
         assert set(METRIC_NAMES) <= set(record)
         assert all(math.isfinite(record[k]) for k in METRIC_NAMES)
         assert 0 < record["paper_SSIM"] <= 1
+
+
+@needs_data
+@needs_weights
+def test_evaluate_folders_prints_a_mean_row_and_the_baselines(fused_folders):
+    folder_a, folder_b, out = fused_folders["a"], fused_folders["b"], fused_folders["out"]
+    stdout = StringIO()
+    with redirect_stdout(stdout), redirect_stderr(StringIO()):
+        assert main(["evaluate", str(folder_a), str(folder_b), str(out)]) == 0
+    lines = stdout.getvalue().splitlines()
+    rows = {}
+    for words in map(str.split, lines):
+        if len(words) > 1 and words[1][-1].isdigit():  # a table row, not a header or title
+            rows[words[0]] = words[1:]
+    assert {"ct.png", "spect.png", "average", "ClinicalFMamba", "mean", "max",
+            "laplacian"} <= set(rows)
+    per_image = np.array([rows[name] for name in ("ct.png", "spect.png")], dtype=float)
+    average = per_image.mean(axis=0)
+    np.testing.assert_allclose(np.array(rows["average"], dtype=float), average, atol=1e-4)
+    np.testing.assert_allclose(np.array(rows["ClinicalFMamba"], dtype=float), average, atol=1e-4)
+    assert any(line.startswith("average over 2 pair(s)") for line in lines)
+
+
+def test_training_flags_have_help_and_defaults():
+    from ClinicalFMambaLib.cli import build_parser
+
+    commands = next(a for a in build_parser()._actions if a.dest == "command").choices
+    for name in ("train-fusion", "train-classifier"):
+        for action in commands[name]._actions:
+            if action.dest in ("help",):
+                continue
+            assert action.help, f"{name} {action.option_strings} has no help"
+            if action.default not in (None, False, []) and action.option_strings:
+                assert "default" in action.help, f"{name} {action.option_strings}"
+
+
+def test_readme_python_snippet_runs_as_written(tmp_path):
+    """The README's Python block, as a user pastes it in the project folder."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    snippet = readme.split("```python\n", 1)[1].split("```", 1)[0]
+    (tmp_path / "Resources").symlink_to(Path(__file__).resolve().parents[1] / "Resources")
+    (tmp_path / "snippet.py").write_text(snippet + "\nprint(fused.dtype, fused.shape)\n")
+    result = subprocess.run([sys.executable, "snippet.py"], cwd=tmp_path, capture_output=True,
+                            text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == ["float32", "(256,", "256)"]
+    assert (tmp_path / "fused.png").is_file()
+    assert sitk.ReadImage(str(tmp_path / "fused.nii.gz")).GetSize() == (96, 96, 40)
 
 
 def ct_like_slice(path: Path, geometry: dict, hounsfield: bool) -> sitk.Image:
@@ -291,9 +342,13 @@ def test_failed_write_leaves_no_file(tmp_path, monkeypatch):
 def test_demo_writes_fused_images_and_views(tmp_path, capsys):
     assert main(["demo", "-o", str(tmp_path), "--device", "cpu"]) == 0
     assert sorted(p.name for p in tmp_path.iterdir()) == [
-        "mri_ct_fused.png", "mri_ct_side_by_side.png",
+        "metrics.json", "mri_ct_fused.png", "mri_ct_side_by_side.png",
         "mri_spect_fused.png", "mri_spect_side_by_side.png", "volume_fused.nii.gz",
         "volume_views.png"]
+    written = json.loads((tmp_path / "metrics.json").read_text())
+    assert set(written) == {"mri_ct", "mri_spect", "volume_3d"}
+    assert set(written["mri_ct"]) == {"ClinicalFMamba", "mean", "max", "laplacian"}
+    assert set(METRIC_NAMES) <= set(written["mri_spect"]["ClinicalFMamba"])
     fused, t2 = (sitk.ReadImage(str(p)) for p in (tmp_path / "volume_fused.nii.gz",
                                                   SAMPLE_VOLUMES / "TCGA-DU-7294_t2.nii.gz"))
     assert fused.GetSize() == t2.GetSize() and fused.GetOrigin() == t2.GetOrigin()
