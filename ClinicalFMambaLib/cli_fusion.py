@@ -97,10 +97,14 @@ def _fuse_images(args: argparse.Namespace) -> tuple[list[tuple[Path, Path, Path]
 
 def _fuse(args: argparse.Namespace) -> int:
     from .classify import load_classifier
+    from .image_io import check_output_location, refuse_overwriting_inputs
 
     if (args.report or args.classifier) and not args.classify:
         raise ValueError("--report and --classifier apply to --classify only")
     volumes = _check_kinds(args.a, args.b)
+    if args.report:  # checked now, not found unwritable after the fusion
+        check_output_location(args.report)
+        refuse_overwriting_inputs(args.report, [args.a, args.b])
     # The classifier is loaded first so that bad weights stop the run before any fusion.
     classifier = load_classifier(args.classifier) if args.classify else None
     jobs, error = ([(args.a, args.b, _fuse_volumes(args))], None) if volumes \

@@ -13,7 +13,7 @@ import SimpleITK as sitk
 from PIL import Image
 
 from bad_inputs import (  # noqa: F401 (crops: the fixture that pair uses)
-    CT_PAIR, SAMPLE, assert_refused, cli, cli_process, copy, crops,
+    CT_PAIR, SAMPLE, SPECT_PAIR, assert_refused, cli, cli_process, copy, crops,
     needs_data, pair, snapshot, write_volume)
 from ClinicalFMambaLib.errors import InputError
 from ClinicalFMambaLib.image_io import check_complete_file
@@ -26,6 +26,12 @@ def cut(path, keep: float):
     data = path.read_bytes()
     path.write_bytes(data[:int(len(data) * keep)])
     return path
+
+
+def cut_copy(source, target, keep: float):
+    """``source`` written in ``target``'s format, then cut to ``keep`` of its bytes."""
+    sitk.WriteImage(sitk.ReadImage(str(source)), str(target))
+    return cut(target, keep)
 
 
 # ------------------------------------------------------------------ item 2: truncated, corrupt
@@ -42,9 +48,7 @@ def test_truncated_nii_gz_volume_is_refused(pair, tmp_path):
 
 def test_truncated_uncompressed_nii_volume_is_refused(pair, tmp_path):
     t2, _ = pair
-    flat = tmp_path / "t2.nii"
-    sitk.WriteImage(sitk.ReadImage(str(t2)), str(flat))
-    cut(flat, 0.9)
+    flat = cut_copy(t2, tmp_path / "t2.nii", 0.9)
     before = snapshot(tmp_path)
     assert_refused(cli("fuse", flat, t2, "-o", tmp_path / "fused.nii.gz"), 2,
                    "is truncated", "NIfTI header describes")
@@ -85,9 +89,7 @@ def test_truncated_png_is_refused(tmp_path):
 
 def test_truncated_nrrd_volume_is_refused_in_one_line(pair, tmp_path):
     t2, flair = pair
-    nrrd = tmp_path / "flair.nrrd"
-    sitk.WriteImage(sitk.ReadImage(str(flair)), str(nrrd))
-    cut(nrrd, 0.7)
+    nrrd = cut_copy(flair, tmp_path / "flair.nrrd", 0.7)
     before = snapshot(tmp_path)
     assert_refused(cli("fuse", t2, nrrd, "-o", tmp_path / "fused.nii.gz"), 2, str(nrrd),
                    "not a readable volume")
@@ -290,3 +292,34 @@ def test_folder_run_prints_no_gdcm_warning(tmp_path):
     assert run.code == 0, run.err
     assert "GDCM" not in run.err and "No Series" not in run.err and run.messages == []
     assert (tmp_path / "out" / "x.png").is_file()
+
+
+# ------------------------------------------------------------------ 2D files and folders
+
+def test_missing_input_is_named(tmp_path):
+    assert_refused(cli("fuse", CT_PAIR[0], tmp_path / "absent.png", "-o", tmp_path / "f.png"),
+                   2, "input not found", "absent.png")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_unsupported_input_format_is_named(tmp_path):
+    notes = tmp_path / "ct.txt"
+    notes.write_text("not an image")
+    assert_refused(cli("fuse", CT_PAIR[0], notes, "-o", tmp_path / "f.png"), 2, str(notes),
+                   "unsupported format .txt")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ct.txt"]
+
+
+def test_two_colour_images_are_refused(tmp_path):
+    spect = SPECT_PAIR[1]
+    assert_refused(cli("fuse", spect, spect, "-o", tmp_path / "f.png", "--device", "cpu"), 2,
+                   "both inputs are colour", "grey anatomical")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_file_and_a_folder_are_refused(tmp_path):
+    (tmp_path / "folder").mkdir()
+    copy(CT_PAIR[1], tmp_path / "folder" / "x.png")
+    assert_refused(cli("fuse", CT_PAIR[0], tmp_path / "folder", "-o", tmp_path / "out"), 2,
+                   "give two files or two folders")
+    assert not (tmp_path / "out").exists()

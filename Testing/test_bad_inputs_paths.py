@@ -133,6 +133,15 @@ def test_an_existing_folder_as_output_of_two_files_receives_a_named_file(tmp_pat
     assert [p.name for p in (tmp_path / "results").iterdir()] == [a.name]
 
 
+def test_unwritable_classify_report_is_refused_before_the_work(tmp_path):
+    (tmp_path / "notes.txt").write_text("a file")
+    before = snapshot(tmp_path)
+    run = cli("fuse", *CT_PAIR, "-o", tmp_path / "f.png", "--classify", "--report",
+              tmp_path / "notes.txt" / "report.json")
+    assert_refused(run, 3, "notes.txt is a file, not a folder")
+    assert snapshot(tmp_path) == before
+
+
 def test_volume_to_a_picture_format_names_the_format(pair, tmp_path):
     t2, flair = pair
     before = snapshot(tmp_path)
