@@ -326,7 +326,7 @@ class FusionJob:
         self.folder: Path | None = None
         self.process = None
         self._scene = None
-        self._observer = None
+        self._observers: list[int] = []
 
     @property
     def finished(self) -> bool:
@@ -350,12 +350,20 @@ class FusionJob:
         self.a = self.b = None  # the worker has them now
         self.state, self.status = "running", "Starting the worker"
         self._scene = slicer.mrmlScene
-        self._observer = self._scene.AddObserver(slicer.vtkMRMLScene.StartCloseEvent,
-                                                 self._onSceneClose)
+        self._observers = [
+            self._scene.AddObserver(slicer.vtkMRMLScene.StartCloseEvent, self._onSceneClose),
+            self._scene.AddObserver(slicer.vtkMRMLScene.NodeRemovedEvent, self._onNodeRemoved)]
         return self
 
     def _onSceneClose(self, caller, event) -> None:
         self.cancel("the scene was closed")
+
+    @vtk.calldata_type(vtk.VTK_OBJECT)
+    def _onNodeRemoved(self, caller, event, node) -> None:
+        for label, used in (("input A", self.inputA), ("input B", self.inputB),
+                            ("the output", self.output)):
+            if node is used:
+                self.cancel(f"{label} was removed")
 
     def poll(self) -> bool:
         """Read the worker's new lines; True once the job has finished (any outcome)."""
@@ -363,6 +371,7 @@ class FusionJob:
             return self.finished
         from ClinicalFMambaLib import worker
 
+        code = self.process.returncode()  # before reading: every line up to an exit is read
         for message in self.process.messages():
             if "progress" in message:
                 self.fraction = float(message["progress"])
@@ -371,10 +380,9 @@ class FusionJob:
                 self.warnings.append(str(message["warning"]))
             if "error" in message:
                 self.error = str(message["error"])
-        code = self.process.returncode()
         if code is None:
             return False
-        self.process.messages()  # nothing more can come
+        self.process.kill()  # anything the worker started and left behind
         if code == 0 and (self.folder / worker.RESULT).is_file():
             self.result = json.loads((self.folder / worker.RESULT).read_text())
             self.state, self.fraction = "done", 1.0
@@ -406,9 +414,9 @@ class FusionJob:
         self._stopObserving()
 
     def _stopObserving(self) -> None:
-        if self._observer is not None:
-            self._scene.RemoveObserver(self._observer)
-            self._observer = None
+        for tag in self._observers:
+            self._scene.RemoveObserver(tag)
+        self._observers = []
 
     def file(self, name: str) -> Path:
         return self.folder / name
@@ -889,6 +897,8 @@ def _publishClassification(job: FusionJob, result: dict, name: str, created: lis
     columns["in volume verdict"] = ["yes" if e else "no" for e in result["eligible"]]
     _fillTable(slices, columns)
     nodes["SliceVerdicts"] = slices
+    if not result.get("heatmap", True):
+        return nodes
     heatmap = _newNode(created, "vtkMRMLScalarVolumeNode",
                        f"{name} heatmap ({result['heatmap_class']})")
     _placeLike(heatmap, job.inputA, _readVolumeArray(job.file(worker.HEATMAP), "heatmap"))

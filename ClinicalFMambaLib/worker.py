@@ -64,11 +64,13 @@ def _write_volume(array, reference, path: Path) -> None:
 
 
 def _classification_record(result) -> dict:
+    """The volume classification as JSON; the scope guard's fields when it gives them."""
     record = {"classes": list(result.classes),
               "prediction": result.prediction,
               "probabilities": [float(p) for p in result.probabilities],
               "heatmap_class": result.heatmap_class,
-              "slice_probabilities": result.slice_probabilities.astype(float).tolist(),
+              "slice_probabilities": [[float(p) for p in row]
+                                      for row in result.slice_probabilities],
               "eligible": [bool(e) for e in result.eligible]}
     record.update({name: getattr(result, name) for name in OPTIONAL_FIELDS
                    if hasattr(result, name)})
@@ -106,8 +108,10 @@ def run(folder: Path, report: Callable[[float, str], None]) -> dict:
             classifier, fused.luma, direction=direction, space="LPS",
             progress=lambda done, total: report(share + (1 - share) * done / total,
                                                 "Classifying"))
-        _write_volume(classification.heatmap.astype(np.float32), image_a, folder / HEATMAP)
         result["classification"] = _classification_record(classification)
+        if classification.heatmap is not None:  # none for an input out of scope
+            _write_volume(classification.heatmap.astype(np.float32), image_a, folder / HEATMAP)
+        result["classification"]["heatmap"] = classification.heatmap is not None
     if options["metrics"]:
         report(1.0, "Measuring")
         result["metrics"] = volume_fusion.volume_fusion_metrics(
@@ -197,7 +201,8 @@ class WorkerProcess:
         return found
 
     def kill(self) -> None:
-        """Kill the whole process tree now and reap the worker."""
+        """Kill the whole process tree now (whatever of it is left, also after the worker
+        exited by itself) and reap the worker."""
         if self.process.poll() is None or os.name != "nt":
             if os.name == "nt":
                 subprocess.run(["taskkill", "/F", "/T", "/PID", str(self.pid)],
@@ -205,7 +210,7 @@ class WorkerProcess:
             else:
                 try:
                     os.killpg(self.pid, signal.SIGKILL)  # the group outlives its leader
-                except ProcessLookupError:
+                except (ProcessLookupError, PermissionError):  # no member left
                     pass
         self.process.wait()
 

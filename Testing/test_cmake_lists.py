@@ -85,6 +85,14 @@ def test_files_the_module_loads_are_listed(lists):
         assert f"Resources/{loaded}" in lists["MODULE_PYTHON_RESOURCES"]
 
 
+def extension_strings() -> dict[str, str]:
+    """Quoted ``set(NAME "value")`` of the top-level CMakeLists.txt, ``${NAME}`` expanded."""
+    values: dict[str, str] = {}
+    for name, value in re.findall(r'\bset\((\w+)\s+"([^"]*)"\)', (ROOT / "CMakeLists.txt").read_text()):
+        values[name] = re.sub(r"\$\{(\w+)\}", lambda m: values[m.group(1)], value)
+    return values
+
+
 def test_extension_metadata():
     top = cmake_lists(ROOT / "CMakeLists.txt")
     assert top["EXTENSION_DEPENDS"] == ['"PyTorch"']
@@ -95,6 +103,26 @@ def test_extension_metadata():
     assert entry["build_dependencies"] == ["PyTorch"] and entry["scm_url"]
     assert entry["category"] in text
     assert "Apache License" in (ROOT / "LICENSE").read_text()
+
+
+def test_extension_urls_name_one_slicer_repository():
+    """ExtensionsIndex (scripts/check_description_files.py): the extension (the .json file's
+    name) does not start with "Slicer", its git repository does. Every URL points into that
+    repository, and docs/slicer.md lists each one to be filled in at publication."""
+    strings = extension_strings()
+    entry = json.loads((ROOT / "ClinicalFMamba.json").read_text())
+    repository = entry["scm_url"].removesuffix(".git")
+    owner, name = repository.split("/")[-2:]
+    assert name == "SlicerClinicalFMamba" and not "ClinicalFMamba".lower().startswith("slicer")
+    assert strings["EXTENSION_REPOSITORY"] == repository
+    assert strings["EXTENSION_HOMEPAGE"].startswith(repository + "/")
+    for key in ("EXTENSION_ICONURL", "EXTENSION_SCREENSHOTURLS"):
+        url = strings[key]
+        assert url.startswith(f"https://raw.githubusercontent.com/{owner}/{name}/main/")
+        assert (ROOT / url.split("/main/", 1)[1]).is_file(), f"{key} names a missing file"
+    docs = (ROOT / "docs" / "slicer.md").read_text()
+    for key in ("scm_url", "EXTENSION_HOMEPAGE", "EXTENSION_ICONURL", "EXTENSION_SCREENSHOTURLS"):
+        assert key in docs, f"docs/slicer.md does not say how to fill in {key}"
 
 
 def test_icon_and_screenshot_exist():

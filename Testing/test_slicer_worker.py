@@ -253,6 +253,7 @@ def test_input_removed_during_a_run_publishes_nothing(scene):
 
     with pytest.raises(module.Cancelled, match="input B was removed"):
         logic.fuse(volume_a, volume_b, device="cpu", classify=False, progress=progress)
+    assert logic.job.process.returncode() == -signal.SIGKILL  # killed then, not run to the end
     assert_nothing_left(logic.job, scene, nodes - 1, temps)
 
 
