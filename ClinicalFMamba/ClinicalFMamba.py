@@ -271,9 +271,10 @@ class ClinicalFMambaWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 
     def _showVerdict(self, text: str) -> None:
         """In the module panel and on the upper edge of every slice view. DataProbe's slice
-        annotations write only the four corners (SliceViewAnnotations.py in 5.6.2-5.10.0:
-        four cornerTexts, lines 52-85; drawCornerAnnotations sets positions 0-3 at lines
-        649-666; clearing covers range(4), lines 401-402), so the upper edge (position 7)
+        annotations rewrite only the four corners on each slice change
+        (DataProbeLib/SliceViewAnnotations.py, v5.8.1 and v5.10.0: four cornerTexts, lines
+        52-86; drawCornerAnnotations, lines 639-666, sets positions 0-3; clearing covers
+        range(4), line 401; v5.6.2: the same one line later), so the upper edge (position 7)
         keeps the verdict while the user scrolls."""
         self.ui.verdictLabel.text = text
         layoutManager = slicer.app.layoutManager()
