@@ -17,6 +17,7 @@ import importlib.metadata
 import importlib.util
 import json
 import logging
+import os
 import shutil
 import sys
 import tempfile
@@ -340,7 +341,7 @@ class FusionJob:
         try:
             (self.folder / worker.JOB_FILE).write_text(json.dumps(
                 {key: self.options[key] for key in ("model", "device", "classify", "metrics",
-                                                    "classifier")}))
+                                                    "classifier")} | {"caller": os.getpid()}))
             _writeVolume(self.a, self.worldIJKToRAS, self.folder / worker.INPUT_A)
             _writeVolume(self.b, self.worldIJKToRAS, self.folder / worker.INPUT_B)
             self.process = worker.WorkerProcess(python or workerPython(), self.folder,

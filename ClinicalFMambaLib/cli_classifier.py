@@ -174,9 +174,12 @@ def run_classify(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from . import classify as api
-    from .image_io import check_output_location
+    from .image_io import MEDICAL_SUFFIXES, check_complete_file, check_output_location, suffix_of
 
     files = _expand_inputs(args.inputs)
+    for path in files:  # a truncated volume would be classified with zeros in place of slices
+        if suffix_of(path) in MEDICAL_SUFFIXES:
+            check_complete_file(path)
     if args.heatmap_dir:
         check_output_location(args.heatmap_dir, folder=True)
     model = api.load_classifier(args.model)

@@ -8,7 +8,8 @@ SlicerTotalSegmentator run their inference; Cancel kills that process tree.
 
 Files in FOLDER (a private temporary folder made by the caller):
 
-* in: ``job.json`` (options: model, device, classify, metrics, classifier), ``a.nrrd`` and
+* in: ``job.json`` (options: model, device, classify, metrics, classifier; ``caller``, the
+  process id the worker ends with), ``a.nrrd`` and
   ``b.nrrd`` (B already on A's voxel grid);
 * out: ``fused.nrrd``, ``heatmap.nrrd`` (when classified) and ``result.json`` (verdict,
   tables, metrics, warnings). ``result.json`` is renamed into place last, so its presence
@@ -24,9 +25,12 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import threading
+import time
 import warnings
 from pathlib import Path
 from typing import Callable
@@ -38,6 +42,7 @@ FUSION_SHARE = 0.7  # part of the progress for fusion when the result is classif
 # Fields of a volume classification copied into result.json when the classifier gives them
 # (the scope guard's verdict: in scope or not, and why).
 OPTIONAL_FIELDS = ("in_scope", "reason", "uncertain")
+CALLER_CHECK_SECONDS = 0.5
 
 
 # --------------------------------------------------------------------------- worker side
@@ -119,12 +124,34 @@ def run(folder: Path, report: Callable[[float, str], None]) -> dict:
     return result
 
 
+def _watch_caller(pid: int | None, folder: Path) -> None:
+    """End this process (and remove its folder, which nobody else will) once the process
+    that started it is gone, e.g. when Slicer crashed: a worker in its own session is not
+    killed with its caller. POSIX only (on Windows, os.kill would terminate the caller)."""
+    if pid is None or os.name == "nt":
+        return
+
+    def watch() -> None:
+        while True:
+            time.sleep(CALLER_CHECK_SECONDS)
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                shutil.rmtree(folder, ignore_errors=True)
+                os._exit(3)  # no cleanup handlers: torch may be mid-computation
+            except PermissionError:  # alive, owned by someone else
+                pass
+
+    threading.Thread(target=watch, daemon=True, name="watch-caller").start()
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if len(argv) != 1 or not (Path(argv[0]) / JOB_FILE).is_file():
         emit(error=f"usage: python -m ClinicalFMambaLib.worker FOLDER (FOLDER holding {JOB_FILE})")
         return 2
     folder = Path(argv[0])
+    _watch_caller(json.loads((folder / JOB_FILE).read_text()).get("caller"), folder)
     last = [-1.0, ""]
 
     def report(fraction: float, status: str) -> None:

@@ -257,6 +257,35 @@ def test_input_removed_during_a_run_publishes_nothing(scene):
     assert_nothing_left(logic.job, scene, nodes - 1, temps)
 
 
+def test_worker_ends_when_its_caller_dies(tmp_path):
+    """The worker runs in its own session, so it is not killed with its caller: when the
+    caller (here a Python process standing in for a crashed Slicer) dies, the worker notices
+    within a second, removes its folder and exits."""
+    code = f"""
+import json, sys, time
+sys.path.insert(0, {str(ROOT / "ClinicalFMamba")!r})
+import slicer
+slicer.mrmlScene = slicer.vtkMRMLScene()
+import ClinicalFMamba as module
+logic = module.ClinicalFMambaLogic()
+job = logic.start(*logic.loadSample(), device="cpu")
+print(json.dumps({{"pid": job.process.pid, "folder": str(job.folder)}}), flush=True)
+time.sleep(600)
+"""
+    caller = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        started = json.loads(caller.stdout.readline())
+    finally:
+        caller.kill()
+        caller.wait()
+    died = time.monotonic()
+    while alive(started["pid"]) and time.monotonic() - died < 10:
+        time.sleep(0.1)
+    gone = time.monotonic() - died
+    assert not alive(started["pid"]), "the worker outlived its caller by 10 s"
+    assert gone < 3.0 and not Path(started["folder"]).exists()
+
+
 # --------------------------------------------------------------------------- batch script
 
 def batch(*args: str) -> subprocess.CompletedProcess:
