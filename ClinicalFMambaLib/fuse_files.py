@@ -26,7 +26,6 @@ from .image_io import (Geometry, check_output_location, check_writable, is_reada
 from .metrics import fusion_metrics, paper_metrics, to_gray8
 from .network import FusionNet
 from .preprocessing import is_colour, split_luma
-from .weights import WeightsError
 
 SAMPLE_DIR = Path(__file__).resolve().parent.parent / "Resources" / "sample"
 # The bundled 2D sample (written by scripts/make_sample.py): name -> (A, B) file names.
@@ -116,7 +115,7 @@ def fuse_batch(batch: Batch, load_model: Callable[[], FusionNet], progress: bool
             model = model or load_model()
             fused = fuse_images(model, a, b)
         except (ValueError, FileNotFoundError) as error:
-            if failed is None or isinstance(error, (OutputError, WeightsError)):
+            if failed is None or isinstance(error, OutputError):
                 raise
             failed.append((path_a, " ".join(str(error).split())))
             continue

@@ -211,3 +211,14 @@ def test_several_volumes_show_classification_progress(tmp_path):
     assert run.code == 0, run.err
     assert "classify: 100%" in run.err and "2/2" in run.err and "file" in run.err
     assert [line.split(":")[0] for line in run.out.splitlines()] == list(map(str, volumes))
+
+
+def test_classify_refuses_a_truncated_volume_before_any_work(tmp_path):
+    good = copy(SAMPLE_T2, tmp_path / "a" / "t2.nii.gz")
+    bad = copy(SAMPLE_FLAIR, tmp_path / "b" / "flair.nii.gz")
+    bad.write_bytes(bad.read_bytes()[:20000])
+    before = snapshot(tmp_path)
+    run = cli("classify", good, bad, "--heatmap-dir", tmp_path / "heatmaps")
+    assert_refused(run, 2, str(bad), "is truncated")
+    assert run.out == "" and snapshot(tmp_path) == before
+    assert not (tmp_path / "heatmaps").exists()
