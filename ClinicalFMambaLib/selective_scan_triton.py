@@ -54,9 +54,9 @@ def _chunk_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr,
                   HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
                   EMIT: tl.constexpr):
     """One chunk of one channel block. EMIT=False: from zero, write end state and delta sum.
-    EMIT=True: from the true start state, write y (with D and the z gate)."""
+    EMIT=True: from the true start state, write y (with D and the z gate) and the end state."""
     pid, c = tl.program_id(0), tl.program_id(1)
-    b = pid // (groups * n_dblocks)
+    b = (pid // (groups * n_dblocks)).to(tl.int64)  # offsets can pass 2**31 elements
     g = (pid // n_dblocks) % groups
     d_local = (pid % n_dblocks) * BLOCK_D + tl.arange(0, BLOCK_D)
     d_ok = d_local < per_group
@@ -96,16 +96,16 @@ def _chunk_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr,
             tl.store(out_ptr + row + t, y.to(out_ptr.dtype.element_ty), mask=d_ok)
         else:
             dsum += dt
+    tl.store(end_ptr + state_at, h, mask=dn_ok)
     if not EMIT:
-        tl.store(end_ptr + state_at, h, mask=dn_ok)
         tl.store(dsum_ptr + (b * dim + d) * n_chunks + c, dsum, mask=d_ok)
 
 
 @triton.jit
-def _carry_kernel(A_ptr, end_ptr, dsum_ptr, start_ptr, last_ptr, total, dim, n_state, n_chunks,
+def _carry_kernel(A_ptr, end_ptr, dsum_ptr, start_ptr, total, dim, n_state, n_chunks,
                   BLOCK: tl.constexpr):
     """True chunk start states from the zero-start end states, for each (b, d, n)."""
-    idx = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    idx = tl.program_id(0).to(tl.int64) * BLOCK + tl.arange(0, BLOCK)
     ok = idx < total
     A = tl.load(A_ptr + idx % (dim * n_state), mask=ok, other=0.0).to(tl.float32)
     h = tl.zeros([BLOCK], tl.float32)
@@ -113,7 +113,6 @@ def _carry_kernel(A_ptr, end_ptr, dsum_ptr, start_ptr, last_ptr, total, dim, n_s
         tl.store(start_ptr + idx * n_chunks + c, h, mask=ok)
         dsum = tl.load(dsum_ptr + (idx // n_state) * n_chunks + c, mask=ok, other=0.0)
         h = tl.exp(A * dsum) * h + tl.load(end_ptr + idx * n_chunks + c, mask=ok, other=0.0)
-    tl.store(last_ptr + idx, h, mask=ok)
 
 
 @triton.jit
@@ -128,7 +127,7 @@ def _backward_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_p
     dB/dC are written per channel block (summed by the caller); dA, dD and dbias per batch
     element (likewise). ddelta is the gradient of the raw delta (before bias and softplus)."""
     pid = tl.program_id(0)
-    b = pid // (groups * n_dblocks)
+    b = (pid // (groups * n_dblocks)).to(tl.int64)  # offsets can pass 2**31 elements
     g = (pid // n_dblocks) % groups
     db = pid % n_dblocks
     d_local = db * BLOCK_D + tl.arange(0, BLOCK_D)
@@ -148,7 +147,7 @@ def _backward_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_p
     row = (b * dim + d) * length
     bc_row = ((b * groups + g) * n_state + n) * length
     part_row = (((db * batch + b) * groups + g) * n_state + n) * length
-    scratch = scratch_ptr + pid * chunk * BLOCK_D * BLOCK_N \
+    scratch = scratch_ptr + pid.to(tl.int64) * chunk * BLOCK_D * BLOCK_N \
         + tl.arange(0, BLOCK_D)[:, None] * BLOCK_N + n[None, :]
     g_carry = tl.load(dlast_ptr + dn, mask=dn_ok, other=0.0)  # dL/dh flowing in from t + 1
     dA = tl.zeros([BLOCK_D, BLOCK_N], tl.float32)
@@ -206,8 +205,9 @@ def _backward_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_p
 
 
 # State values (channels x N) held by one program; more channels per program mean fewer,
-# wider programs.
-STATES_PER_PROGRAM = 512
+# wider programs. The interpreter runs programs one after another at a cost per operation
+# nearly independent of the block size, so there one block takes a whole group.
+STATES_PER_PROGRAM = 1 << 14 if INTERPRETED else 512
 
 
 def _blocks(per_group: int, n_state: int) -> tuple[int, int, int]:
@@ -217,9 +217,13 @@ def _blocks(per_group: int, n_state: int) -> tuple[int, int, int]:
     return block_d, block_n, -(-per_group // block_d)
 
 
+MAX_CHUNKS = 65535  # CUDA's limit on the second grid dimension
+
+
 def default_chunk(length: int) -> int:
-    """Chunk length: about sqrt(L), at least 16 positions (short chunks cost carry steps)."""
-    return max(16, math.isqrt(max(length, 1)))
+    """Chunk length: about sqrt(L), at least 16 positions (short chunks cost carry steps);
+    under the interpreter the whole sequence (chunks only pay off in parallel)."""
+    return length if INTERPRETED else max(16, math.isqrt(max(length, 1)))
 
 
 def _check(u, delta, A, B, C):
@@ -240,27 +244,29 @@ class _TritonScan(torch.autograd.Function):
         n_state = A.shape[1]
         per_group = dim // groups
         block_d, block_n, n_dblocks = _blocks(per_group, n_state)
-        chunk = chunk or default_chunk(length)
+        chunk = max(chunk or default_chunk(length), -(-length // MAX_CHUNKS))
         n_chunks = -(-length // chunk)
         f32 = dict(dtype=torch.float32, device=u.device)
         end = torch.empty(batch, dim, n_state, n_chunks, **f32)
         starts = torch.empty_like(end)
-        dsum = torch.empty(batch, dim, n_chunks, **f32)
-        last = torch.empty(batch, dim, n_state, **f32)
         out = torch.empty_like(u)
         programs = batch * groups * n_dblocks
         flags = dict(BLOCK_D=block_d, BLOCK_N=block_n, HAS_D=D is not None, HAS_Z=z is not None,
                      HAS_BIAS=delta_bias is not None, SOFTPLUS=bool(softplus))
+        dsum = torch.empty(batch, dim, n_chunks, **f32)
         args = (u, delta, A, Bg, Cg, D, z, delta_bias, out, starts, end, dsum, length, dim,
                 per_group, groups, n_state, n_dblocks, chunk, n_chunks)
-        _chunk_kernel[(programs, n_chunks)](*args, **flags, EMIT=False)
-        total = batch * dim * n_state
-        _carry_kernel[(triton.cdiv(total, 128),)](A, end, dsum, starts, last, total, dim,
-                                                  n_state, n_chunks, BLOCK=128)
+        if n_chunks > 1:
+            _chunk_kernel[(programs, n_chunks)](*args, **flags, EMIT=False)
+            total = batch * dim * n_state
+            _carry_kernel[(triton.cdiv(total, 128),)](A, end, dsum, starts, total, dim, n_state,
+                                                      n_chunks, BLOCK=128)
+        else:
+            starts.zero_()
         _chunk_kernel[(programs, n_chunks)](*args, **flags, EMIT=True)
         ctx.save_for_backward(u, delta, A, Bg, Cg, D, z, delta_bias, starts)
         ctx.config = (softplus, chunk, grouped, B.dtype, C.dtype)
-        return out, last
+        return out, end[..., -1].contiguous()
 
     @staticmethod
     def backward(ctx, dout, dlast):

@@ -65,8 +65,9 @@ def rel(a, b):
 
 
 @pytest.mark.parametrize("batch,dim,n,length,groups,optional,softplus,chunk,per_program", [
-    (2, 8, 4, 33, 2, True, True, None, 512),   # two full chunks of 16 and one of 1
+    (2, 8, 4, 33, 2, True, True, 16, 512),     # two full chunks of 16 and one of 1
     (1, 4, 4, 1, 0, True, True, None, 512),    # a single position
+    (1, 4, 4, 12, 0, True, True, None, 512),   # the default chunks
     (2, 4, 3, 7, 0, False, False, 3, 512),     # plain call, odd N, chunks of 3, 3, 1
     (1, 9, 3, 20, 3, True, True, 8, 8),        # 3 channels a group in blocks of 2 (padded)
 ])
