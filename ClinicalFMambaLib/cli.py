@@ -3,7 +3,8 @@ measure the result, and see what a tumour classifier makes of it.
 
 Start with `clinicalfmamba demo`, then `clinicalfmamba fuse A B -o OUT`. Exit codes: 0 done,
 1 internal error, 2 bad input or option, 3 output cannot be written, 4 invalid network
-output, 5 some pairs of a folder failed, 130 interrupted, 143 terminated (README.md).
+output, 5 some pairs of a folder failed, 129/130/143 hang-up/interrupted/terminated
+(README.md).
 """
 
 from __future__ import annotations
@@ -16,8 +17,7 @@ import threading
 import warnings
 
 from . import __version__
-from .errors import (EXIT_INPUT, EXIT_INTERNAL, EXIT_OUTPUT, EXIT_SIGINT, EXIT_SIGTERM,
-                     Terminated)
+from .errors import EXIT_INPUT, EXIT_INTERNAL, EXIT_OUTPUT, EXIT_SIGINT, Terminated
 
 DEBUG_VARIABLE = "CLINICALFMAMBA_DEBUG"  # set to 1 to let unexpected errors show a traceback
 
@@ -61,26 +61,31 @@ def _one_line_warning(message, category, filename, lineno, line=None) -> str:
 
 
 def _raise_terminated(signum, frame) -> None:
-    raise Terminated()
+    raise Terminated(signum)
+
+
+TERMINATING = (signal.SIGTERM, signal.SIGHUP)  # SIGINT raises KeyboardInterrupt already
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run one command; every failure ends here as one line on stderr and an exit code.
-    SIGTERM unwinds like Ctrl-C, so temporary files are removed on the way out."""
+    SIGTERM and SIGHUP unwind like Ctrl-C, so temporary files are removed on the way out."""
     args = build_parser().parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)  # recorded with trained weights
     prefix = f"clinicalfmamba {args.command}"
     in_main_thread = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGTERM, _raise_terminated) if in_main_thread else None
+    previous = {signum: signal.signal(signum, _raise_terminated)
+                for signum in TERMINATING} if in_main_thread else {}
     format_warning, warnings.formatwarning = warnings.formatwarning, _one_line_warning
     try:
         return int(args.func(args) or 0)
     except KeyboardInterrupt:
         print(f"{prefix}: interrupted; no partial output was left", file=sys.stderr)
         return EXIT_SIGINT
-    except Terminated:
-        print(f"{prefix}: terminated; no partial output was left", file=sys.stderr)
-        return EXIT_SIGTERM
+    except Terminated as stop:
+        name = signal.Signals(stop.exit_code - 128).name
+        print(f"{prefix}: terminated ({name}); no partial output was left", file=sys.stderr)
+        return stop.exit_code
     except Exception as error:
         if os.environ.get(DEBUG_VARIABLE) and exit_code_of(error) == EXIT_INTERNAL:
             raise
@@ -88,8 +93,8 @@ def main(argv: list[str] | None = None) -> int:
         return exit_code_of(error)
     finally:
         warnings.formatwarning = format_warning
-        if previous is not None:
-            signal.signal(signal.SIGTERM, previous)
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 if __name__ == "__main__":

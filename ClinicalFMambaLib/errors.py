@@ -7,14 +7,12 @@ classes (ValueError, RuntimeError) as before.
 
 from __future__ import annotations
 
-EXIT_OK = 0
 EXIT_INTERNAL = 1      # an unexpected error: a bug, reported in one line
 EXIT_INPUT = 2         # bad usage, or an input or weights file that cannot be used
 EXIT_OUTPUT = 3        # the output cannot be written where asked (or would replace an input)
 EXIT_RESULT = 4        # the network's result is not a valid image (NaN/Inf)
 EXIT_PARTIAL = 5       # a folder run finished, but some pairs failed (see its summary)
-EXIT_SIGINT = 130      # 128 + SIGINT: interrupted (Ctrl-C)
-EXIT_SIGTERM = 143     # 128 + SIGTERM: terminated
+EXIT_SIGINT = 130      # 128 + SIGINT: interrupted (Ctrl-C); SIGHUP 129, SIGTERM 143 likewise
 
 
 class ClinicalFMambaError(Exception):
@@ -48,5 +46,9 @@ class PartialRunError(ClinicalFMambaError):
 
 
 class Terminated(BaseException):
-    """SIGTERM arrived: raised in the main thread so that temporary files are cleaned up
-    on the way out, like KeyboardInterrupt for SIGINT."""
+    """SIGTERM or SIGHUP arrived: raised in the main thread so that temporary files are
+    cleaned up on the way out, like KeyboardInterrupt for SIGINT."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.exit_code = 128 + signum

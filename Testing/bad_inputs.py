@@ -85,7 +85,7 @@ def assert_refused(run: Run, code: int, *words: str) -> str:
     assert len(run.messages) == 1, run.err
     line = run.messages[0]
     assert line.startswith("clinicalfmamba "), line
-    assert code in (130, 143) or ": error: " in line, line
+    assert code > 128 or ": error: " in line, line  # a signal is no error
     for word in words:
         assert str(word) in line, line
     return line

@@ -139,7 +139,8 @@ def test_signal_during_volume_fusion_exits_cleanly(tmp_path, signum, code, word)
         "flair.nii.gz", "t2.nii.gz"]
 
 
-@pytest.mark.parametrize("signum, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+@pytest.mark.parametrize("signum, code", [(signal.SIGTERM, 143), (signal.SIGINT, 130),
+                                          (signal.SIGHUP, 129)])
 def test_signal_while_the_output_is_written_leaves_no_partial_file(pair, tmp_path, signum,
                                                                    code):
     t2, flair = pair
@@ -156,7 +157,7 @@ def test_signal_while_a_picture_is_written_leaves_no_partial_file(tmp_path):
     before = snapshot(tmp_path)
     run = signalled_during_write(["fuse", a, b, "-o", tmp_path / "f.png", "--device", "cpu"],
                                  signal.SIGTERM)
-    assert_refused(run, 143, "terminated")
+    assert_refused(run, 143, "terminated (SIGTERM)")
     assert snapshot(tmp_path) == before and sorted(p.name for p in tmp_path.iterdir()) == [
         "ct.png", "mri.png"]
 
