@@ -47,15 +47,12 @@ def _delta_at(delta_ptr, bias, row, t, d_ok, HAS_BIAS: tl.constexpr, SOFTPLUS: t
 
 
 @triton.jit
-def _chunk_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, out_ptr,
-                  start_ptr, end_ptr, dsum_ptr, length, dim, per_group, groups, n_state,
-                  n_dblocks, chunk, n_chunks,
-                  BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, HAS_D: tl.constexpr,
-                  HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
-                  EMIT: tl.constexpr):
-    """One chunk of one channel block. EMIT=False: from zero, write end state and delta sum.
-    EMIT=True: from the true start state, write y (with D and the z gate) and the end state."""
-    pid, c = tl.program_id(0), tl.program_id(1)
+def _channel_block(pid, A_ptr, D_ptr, bias_ptr, length, dim, per_group, groups, n_state,
+                   n_dblocks, BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, HAS_D: tl.constexpr,
+                   HAS_BIAS: tl.constexpr):
+    """What program ``pid`` works on: batch element b, channels d (masked by d_ok) of one
+    group, states n (n_ok), offsets of (b, d, n) states (dn), of u/delta/z rows (row) and of
+    B/C rows (bc_row), and the channels' A, delta bias and D in float32."""
     b = (pid // (groups * n_dblocks)).to(tl.int64)  # offsets can pass 2**31 elements
     g = (pid // n_dblocks) % groups
     d_local = (pid % n_dblocks) * BLOCK_D + tl.arange(0, BLOCK_D)
@@ -71,9 +68,26 @@ def _chunk_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr,
     Dv = tl.zeros([BLOCK_D], tl.float32)
     if HAS_D:
         Dv = tl.load(D_ptr + d, mask=d_ok, other=0.0).to(tl.float32)
-    row = (b * dim + d) * length                      # (BLOCK_D,) offsets of u/delta/z rows
-    bc_row = ((b * groups + g) * n_state + n) * length  # (BLOCK_N,) offsets of B/C rows
-    state_at = ((b * dim + d)[:, None] * n_state + n[None, :]) * n_chunks + c
+    dn = (b * dim + d)[:, None] * n_state + n[None, :]
+    row = (b * dim + d) * length
+    bc_row = ((b * groups + g) * n_state + n) * length
+    return b, d, d_ok, n, n_ok, dn_ok, dn, row, bc_row, A, bias, Dv
+
+
+@triton.jit
+def _chunk_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_ptr, out_ptr,
+                  start_ptr, end_ptr, dsum_ptr, length, dim, per_group, groups, n_state,
+                  n_dblocks, chunk, n_chunks,
+                  BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, HAS_D: tl.constexpr,
+                  HAS_Z: tl.constexpr, HAS_BIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
+                  EMIT: tl.constexpr):
+    """One chunk of one channel block. EMIT=False: from zero, write end state and delta sum.
+    EMIT=True: from the true start state, write y (with D and the z gate) and the end state."""
+    c = tl.program_id(1)
+    b, d, d_ok, n, n_ok, dn_ok, dn, row, bc_row, A, bias, Dv = _channel_block(
+        tl.program_id(0), A_ptr, D_ptr, bias_ptr, length, dim, per_group, groups, n_state,
+        n_dblocks, BLOCK_D, BLOCK_N, HAS_D, HAS_BIAS)
+    state_at = dn * n_chunks + c
     if EMIT:
         h = tl.load(start_ptr + state_at, mask=dn_ok, other=0.0)
     else:
@@ -127,26 +141,10 @@ def _backward_kernel(u_ptr, delta_ptr, A_ptr, B_ptr, C_ptr, D_ptr, z_ptr, bias_p
     dB/dC are written per channel block (summed by the caller); dA, dD and dbias per batch
     element (likewise). ddelta is the gradient of the raw delta (before bias and softplus)."""
     pid = tl.program_id(0)
-    b = (pid // (groups * n_dblocks)).to(tl.int64)  # offsets can pass 2**31 elements
-    g = (pid // n_dblocks) % groups
-    db = pid % n_dblocks
-    d_local = db * BLOCK_D + tl.arange(0, BLOCK_D)
-    d_ok = d_local < per_group
-    d = g * per_group + d_local
-    n = tl.arange(0, BLOCK_N)
-    n_ok = n < n_state
-    dn_ok = d_ok[:, None] & n_ok[None, :]
-    dn = (b * dim + d)[:, None] * n_state + n[None, :]
-    A = tl.load(A_ptr + d[:, None] * n_state + n[None, :], mask=dn_ok, other=0.0).to(tl.float32)
-    bias = tl.zeros([BLOCK_D], tl.float32)
-    if HAS_BIAS:
-        bias = tl.load(bias_ptr + d, mask=d_ok, other=0.0).to(tl.float32)
-    Dv = tl.zeros([BLOCK_D], tl.float32)
-    if HAS_D:
-        Dv = tl.load(D_ptr + d, mask=d_ok, other=0.0).to(tl.float32)
-    row = (b * dim + d) * length
-    bc_row = ((b * groups + g) * n_state + n) * length
-    part_row = (((db * batch + b) * groups + g) * n_state + n) * length
+    b, d, d_ok, n, n_ok, dn_ok, dn, row, bc_row, A, bias, Dv = _channel_block(
+        pid, A_ptr, D_ptr, bias_ptr, length, dim, per_group, groups, n_state, n_dblocks,
+        BLOCK_D, BLOCK_N, HAS_D, HAS_BIAS)
+    part_row = bc_row + (pid % n_dblocks).to(tl.int64) * batch * groups * n_state * length
     scratch = scratch_ptr + pid.to(tl.int64) * chunk * BLOCK_D * BLOCK_N \
         + tl.arange(0, BLOCK_D)[:, None] * BLOCK_N + n[None, :]
     g_carry = tl.load(dlast_ptr + dn, mask=dn_ok, other=0.0)  # dL/dh flowing in from t + 1

@@ -236,16 +236,17 @@ def fuse_slices_per_path(paths):
     a, b = (torch.rand(batch, 1, side, side, generator=g).to(DEVICE) for _ in range(2))
     print(f"\n== 3. 2D network, {weights}, random {side}x{side} pairs")
     print(f"  {'path':8} {'first s':>8} {f'batch {batch} ms':>13} {'ms/pair':>8} "
-          f"{'1 pair ms':>10} {'peak GiB':>9}")
-    times = {}
+          f"{'1 pair ms':>10} {'peak GiB':>9} {'max |diff| vs chunked':>22}")
+    times, fused = {}, {}
     for path in paths:
         os.environ[scan.SCAN_ENV] = path
         reset_peak()
-        first, best, _ = timed(lambda: run_network(model, a, b), REPEATS)
+        first, best, fused[path] = timed(lambda: run_network(model, a, b), REPEATS)
         _, single, _ = timed(lambda: run_network(model, a[:1], b[:1]), REPEATS)
         times[path] = single
         print(f"  {path:8} {first:8.2f} {best * 1e3:13.1f} {best * 1e3 / batch:8.2f} "
-              f"{single * 1e3:10.2f} {peak_gib():>9}")
+              f"{single * 1e3:10.2f} {peak_gib():>9} "
+              f"{(fused[path] - fused['chunked']).abs().max().item():22.2e}")
     return times
 
 
