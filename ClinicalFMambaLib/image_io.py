@@ -242,17 +242,44 @@ def resample_to_reference(moving_array: np.ndarray,
     return _cast_like(sitk.GetArrayFromImage(resampled), moving_array.dtype)
 
 
+def covered_fraction(reference: sitk.Image, moving: sitk.Image) -> float:
+    """Share of ``reference``'s voxels that lie inside ``moving`` in physical space."""
+    inside = sitk.Image(moving.GetSize(), sitk.sitkUInt8) + 1
+    inside.CopyInformation(moving)
+    mask = sitk.Resample(inside, reference, sitk.Transform(), sitk.sitkNearestNeighbor, 0,
+                         sitk.sitkUInt8)
+    return float(sitk.GetArrayViewFromImage(mask).mean())
+
+
+def _grid(geometry: Geometry) -> sitk.Image:
+    return _placed(sitk.Image(list(reversed(geometry.shape)), sitk.sitkUInt8), geometry)
+
+
 def resample_to_geometry(moving_array: np.ndarray, moving: Geometry,
                          reference: Geometry) -> np.ndarray:
-    """Resample a medical image onto another's grid in physical space (linear; outside -> 0)."""
+    """Resample a medical image onto another's grid in physical space (linear; outside -> 0).
+
+    InputError when the two do not overlap at all; a warning says how much is covered."""
+    grid = _grid(reference)
+    covered = covered_fraction(grid, _grid(moving))
+    if covered == 0:
+        raise InputError(f"the second image does not overlap the first in physical space "
+                         f"(origins {point_text(moving.origin)} vs {point_text(reference.origin)} mm): "
+                         "are they co-registered?")
     warnings.warn(f"second image resampled from its {_size(moving.shape)} grid onto the first "
-                  f"image's {_size(reference.shape)} grid", stacklevel=2)
+                  f"image's {_size(reference.shape)} grid" +
+                  (f"; it covers {covered:.0%} of it, the rest is fused with 0"
+                   if covered < 0.999 else ""), stacklevel=2)
     image = _to_sitk(moving_array.astype(np.float32), moving)
-    grid = _placed(sitk.Image(list(reversed(reference.shape)), sitk.sitkUInt8), reference)
     resampled = sitk.Resample(image, grid, sitk.Transform(), sitk.sitkLinear, 0.0,
                               image.GetPixelID())
     array = _squeeze(sitk.GetArrayFromImage(resampled), reference.shape)
     return _cast_like(array, moving_array.dtype)
+
+
+def point_text(values: tuple[float, ...]) -> str:
+    """A physical point as '(x, y, z)' in mm, one decimal."""
+    return "(" + ", ".join(f"{v:.1f}" for v in values) + ")"
 
 
 def _cast_like(array: np.ndarray, dtype: np.dtype) -> np.ndarray:

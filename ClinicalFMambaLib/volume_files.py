@@ -15,8 +15,9 @@ from tqdm import tqdm
 from .baselines import BASELINES
 from .errors import InputError, OutputError
 from .fuse_files import MODEL_NAME, SAMPLE_DIR
-from .image_io import (MEDICAL_SUFFIXES, check_complete_file, check_output_location, itk_reason,
-                       refuse_overwriting_inputs, suffix_of, write_atomically)
+from .image_io import (MEDICAL_SUFFIXES, check_complete_file, check_output_location,
+                       covered_fraction, itk_reason, point_text, refuse_overwriting_inputs,
+                       suffix_of, write_atomically)
 from .metrics import volume_metrics
 from .network import FusionNet
 from .preprocessing import normalize_intensity
@@ -124,7 +125,7 @@ def is_volume(path: str | Path) -> bool:
     if not path.is_file() or suffix_of(path) not in MEDICAL_SUFFIXES:
         return False
     reader = _header(path)
-    return reader.GetDimension() >= 3 and sorted(reader.GetSize())[-2] > 1
+    return reader.GetDimension() >= 3 and min(reader.GetSize()[:3]) > 1
 
 
 def check_readable_volume(path: str | Path) -> None:
@@ -145,7 +146,7 @@ def check_readable_volume(path: str | Path) -> None:
     if reader.GetDimension() > 3 and reader.GetSize()[3:] != (1,) * (reader.GetDimension() - 3):
         raise InputError(f"{path} is a {reader.GetDimension()}D image ({_size(reader)}: several "
                          "volumes, e.g. time points or echoes); fuse one 3D volume at a time")
-    if reader.GetDimension() < 3 or sorted(reader.GetSize())[-2] <= 1:
+    if reader.GetDimension() < 3 or min(reader.GetSize()[:3]) <= 1:
         raise InputError(f"{path} is a single 2D image ({_size(reader)}), not a volume")
     if reader.GetNumberOfComponents() not in (1, 3, 4):
         raise InputError(f"{path} has {reader.GetNumberOfComponents()} values per voxel; use "
@@ -170,15 +171,6 @@ def read_volume(path: str | Path) -> sitk.Image:
     return image
 
 
-def covered_fraction(reference: sitk.Image, moving: sitk.Image) -> float:
-    """Share of ``reference``'s voxels that lie inside ``moving`` in physical space."""
-    inside = sitk.Image(moving.GetSize(), sitk.sitkUInt8) + 1
-    inside.CopyInformation(moving)
-    mask = sitk.Resample(inside, reference, sitk.Transform(), sitk.sitkNearestNeighbor, 0,
-                         sitk.sitkUInt8)
-    return float(sitk.GetArrayViewFromImage(mask).mean())
-
-
 def _warn_if_flat(array: np.ndarray, name: str, path: Path) -> None:
     if array.size and array.min() == array.max():
         what = "empty (every voxel is 0)" if array.flat[0] == 0 else \
@@ -195,16 +187,12 @@ def _on_grid_of_a(image_a: sitk.Image, image_b: sitk.Image, path_a: Path,
     covered = covered_fraction(image_a, image_b)
     if covered == 0:
         raise InputError(f"{path_b} does not overlap {path_a} in physical space (origins "
-                         f"{_point(image_b.GetOrigin())} vs {_point(image_a.GetOrigin())} mm): "
+                         f"{point_text(image_b.GetOrigin())} vs {point_text(image_a.GetOrigin())} mm): "
                          "are they co-registered?")
     if covered < 0.999:
         warnings.warn(f"{path_b} covers {covered:.0%} of {path_a}; the rest is fused with "
                       "B = 0", stacklevel=3)
     return resample_onto(image_a, image_b)
-
-
-def _point(values: tuple[float, ...]) -> str:
-    return "(" + ", ".join(f"{v:.1f}" for v in values) + ")"
 
 
 def check_volume_output(output: str | Path, inputs: list[str | Path]) -> Path:

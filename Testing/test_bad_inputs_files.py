@@ -323,3 +323,16 @@ def test_a_file_and_a_folder_are_refused(tmp_path):
     assert_refused(cli("fuse", CT_PAIR[0], tmp_path / "folder", "-o", tmp_path / "out"), 2,
                    "give two files or two folders")
     assert not (tmp_path / "out").exists()
+
+
+def test_2d_medical_images_without_physical_overlap_are_refused(tmp_path):
+    """One slice each, written as NIfTI with their real pixels; B placed 300 mm away."""
+    paths = []
+    for source, name, shift in ((CT_PAIR[0], "mri.nii.gz", 0.0), (CT_PAIR[1], "ct.nii.gz", 300.0)):
+        with Image.open(source) as image:
+            pixels = np.asarray(image.convert("L"), dtype=np.int16)
+        paths.append(write_volume(tmp_path / name, pixels[None], origin=(shift, 0.0, 0.0)))
+    before = snapshot(tmp_path)
+    assert_refused(cli("fuse", *paths, "-o", tmp_path / "f.nii.gz"), 2,
+                   "does not overlap the first in physical space", "(300.0, 0.0, 0.0)")
+    assert snapshot(tmp_path) == before

@@ -175,7 +175,7 @@ def test_training_flags_have_help_and_defaults():
 
 def test_readme_python_snippet_runs_as_written(tmp_path):
     """The README's Python block, as a user pastes it in the project folder."""
-    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
     snippet = readme.split("```python\n", 1)[1].split("```", 1)[0]
     (tmp_path / "Resources").symlink_to(Path(__file__).resolve().parents[1] / "Resources")
     (tmp_path / "snippet.py").write_text(snippet + "\nprint(fused.dtype, fused.shape)\n")
