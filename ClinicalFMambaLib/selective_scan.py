@@ -62,7 +62,8 @@ def _triton():
         try:
             from . import selective_scan_triton as module
             _triton_module = module
-        except ImportError:
+        except Exception as error:  # absent, or an install that does not import
+            logger.info("Triton selective scan unavailable: %s", error)
             _triton_module = False
     return _triton_module or None
 

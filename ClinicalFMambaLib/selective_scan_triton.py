@@ -23,6 +23,7 @@ the backward scratch, (batch, dim, N, chunk) floats; never an (L, dim, N) tensor
 from __future__ import annotations
 
 import math
+import os
 
 import torch
 import triton
@@ -30,8 +31,9 @@ import triton.language as tl
 
 from .selective_scan import grouped_shapes
 
-# Kernels are decorated for the interpreter or the GPU when this module is imported.
-INTERPRETED = bool(triton.knobs.runtime.interpret)
+# Kernels are decorated for the interpreter or the GPU when this module is imported (read as
+# Triton reads it; triton.knobs only exists from Triton 3.4, older ones ship with PyTorch).
+INTERPRETED = os.environ.get("TRITON_INTERPRET", "0").strip().lower() in ("1", "true", "on", "yes")
 
 
 @triton.jit
