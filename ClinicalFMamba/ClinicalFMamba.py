@@ -929,8 +929,11 @@ def _verdictText(result: dict | None) -> str:
     if not word:
         return ""
     if word in ("not brain MRI", "uncertain"):
-        reason = result.get("reason")
-        return f"ClinicalFMamba: {word}, no tumour verdict" + (f" ({reason})" if reason else "")
+        why = [result.get("reason")]
+        if word == "uncertain" and result.get("tumour_probability") is not None:
+            why.append(f"tumour probability {result['tumour_probability']:.0%}")
+        why = "; ".join(text for text in why if text)
+        return f"ClinicalFMamba: {word}, no tumour verdict" + (f" ({why})" if why else "")
     return f"ClinicalFMamba: {word} ({max(result['probabilities']):.0%})"
 
 

@@ -40,8 +40,8 @@ FUSED, HEATMAP, RESULT = "fused.nrrd", "heatmap.nrrd", "result.json"
 STDOUT, STDERR = "stdout.jsonl", "stderr.txt"
 FUSION_SHARE = 0.7  # part of the progress for fusion when the result is classified
 # Fields of a volume classification copied into result.json when the classifier gives them
-# (the scope guard's verdict: in scope or not, and why).
-OPTIONAL_FIELDS = ("in_scope", "reason", "uncertain")
+# (the scope guard's verdict: in scope or not, and why; the calibrated tumour probability).
+OPTIONAL_FIELDS = ("in_scope", "reason", "uncertain", "tumour_probability")
 CALLER_CHECK_SECONDS = 0.5
 
 
@@ -68,6 +68,11 @@ def _write_volume(array, reference, path: Path) -> None:
     os.replace(staged, path)
 
 
+def _plain(value):
+    """numpy scalars as the JSON types they stand for."""
+    return value.item() if hasattr(value, "item") else value
+
+
 def _classification_record(result) -> dict:
     """The volume classification as JSON; the scope guard's fields when it gives them."""
     record = {"classes": list(result.classes),
@@ -77,7 +82,7 @@ def _classification_record(result) -> dict:
               "slice_probabilities": [[float(p) for p in row]
                                       for row in result.slice_probabilities],
               "eligible": [bool(e) for e in result.eligible]}
-    record.update({name: getattr(result, name) for name in OPTIONAL_FIELDS
+    record.update({name: _plain(getattr(result, name)) for name in OPTIONAL_FIELDS
                    if hasattr(result, name)})
     return record
 
