@@ -68,13 +68,17 @@ def cli(*args: str) -> Run:
     return Run(code, out.getvalue(), err.getvalue(), tuple(str(w.message) for w in seen))
 
 
+# Progress bars draw with Unicode blocks: decode as UTF-8 whatever the locale says.
+TEXT = {"encoding": "utf-8", "errors": "replace"}
+
+
 def cli_process(*args: str, timeout: float = 180, runner: tuple[str, ...] = ()) -> Run:
     """The command line as a real process, as a user or a batch script runs it (``runner``:
     a command that runs it, e.g. as another user)."""
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     result = subprocess.run([*runner, sys.executable, "-m", "ClinicalFMambaLib.cli",
                              *map(str, args)],
-                            cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
+                            cwd=REPO, env=env, capture_output=True, timeout=timeout, **TEXT)
     return Run(result.returncode, result.stdout, result.stderr)
 
 
@@ -149,13 +153,13 @@ def signalled(args: list, signum: int, when: str, timeout: float = 180) -> Run:
 
     reader = threading.Thread(target=read, daemon=True)
     reader.start()
-    assert seen.wait(timeout), err.decode()
+    assert seen.wait(timeout), err.decode(**TEXT)
     time.sleep(0.2)  # past the bar's drawing, into the work (seconds on the sample)
     process.send_signal(signum)
     out = process.stdout.read()  # stderr is the reader's alone
     process.wait(timeout)
     reader.join(timeout)
-    return Run(process.returncode, out.decode(), err.decode())
+    return Run(process.returncode, out.decode(**TEXT), err.decode(**TEXT))
 
 
 # Runs the command line with SimpleITK's writer patched to send this process ``signum`` right
@@ -182,5 +186,5 @@ def signalled_during_write(args: list, signum: int, timeout: float = 180) -> Run
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     result = subprocess.run([sys.executable, "-c", SIGNAL_DURING_WRITE, str(int(signum)),
                              *map(str, args)], cwd=REPO, env=env, capture_output=True,
-                            text=True, timeout=timeout)
+                            timeout=timeout, **TEXT)
     return Run(result.returncode, result.stdout, result.stderr)

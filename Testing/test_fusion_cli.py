@@ -178,9 +178,11 @@ def test_readme_python_snippet_runs_as_written(tmp_path):
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text(encoding="utf-8")
     snippet = readme.split("```python\n", 1)[1].split("```", 1)[0]
     (tmp_path / "Resources").symlink_to(Path(__file__).resolve().parents[1] / "Resources")
-    (tmp_path / "snippet.py").write_text(snippet + "\nprint(fused.dtype, fused.shape)\n")
+    (tmp_path / "snippet.py").write_text(snippet + "\nprint(fused.dtype, fused.shape)\n",
+                                         encoding="utf-8")
     result = subprocess.run([sys.executable, "snippet.py"], cwd=tmp_path, capture_output=True,
-                            text=True, timeout=300, env={**os.environ, "OMP_NUM_THREADS": "1"})
+                            encoding="utf-8", timeout=300,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"})
     assert result.returncode == 0, result.stderr
     assert result.stdout.split() == ["float32", "(256,", "256)"]
     assert (tmp_path / "fused.png").is_file()
