@@ -9,8 +9,7 @@ import math
 import shlex
 import sys
 from pathlib import Path
-
-import numpy as np
+from statistics import fmean
 
 DEFAULT_DATA = Path("../shared/data")
 TRAIN_DEFAULTS = {
@@ -154,7 +153,7 @@ def _table(rows: dict[str, dict[str, float]], first: str) -> str:
 
 
 def _mean_rows(rows: list[dict[str, float]]) -> dict[str, float]:
-    return {key: float(np.mean([row[key] for row in rows])) for key in rows[0]}
+    return {key: fmean(row[key] for row in rows) for key in rows[0]}
 
 
 def _evaluate(args: argparse.Namespace) -> int:
