@@ -263,9 +263,9 @@ def resample_to_geometry(moving_array: np.ndarray, moving: Geometry,
     grid = _grid(reference)
     covered = covered_fraction(grid, _grid(moving))
     if covered == 0:
+        origins = f"{point_text(moving.origin)} vs {point_text(reference.origin)} mm"
         raise InputError(f"the second image does not overlap the first in physical space "
-                         f"(origins {point_text(moving.origin)} vs {point_text(reference.origin)} mm): "
-                         "are they co-registered?")
+                         f"(origins {origins}): are they co-registered?")
     warnings.warn(f"second image resampled from its {_size(moving.shape)} grid onto the first "
                   f"image's {_size(reference.shape)} grid" +
                   (f"; it covers {covered:.0%} of it, the rest is fused with 0"

@@ -186,9 +186,9 @@ def _on_grid_of_a(image_a: sitk.Image, image_b: sitk.Image, path_a: Path,
         return image_b
     covered = covered_fraction(image_a, image_b)
     if covered == 0:
+        origins = f"{point_text(image_b.GetOrigin())} vs {point_text(image_a.GetOrigin())} mm"
         raise InputError(f"{path_b} does not overlap {path_a} in physical space (origins "
-                         f"{point_text(image_b.GetOrigin())} vs {point_text(image_a.GetOrigin())} mm): "
-                         "are they co-registered?")
+                         f"{origins}): are they co-registered?")
     if covered < 0.999:
         warnings.warn(f"{path_b} covers {covered:.0%} of {path_a}; the rest is fused with "
                       "B = 0", stacklevel=3)
