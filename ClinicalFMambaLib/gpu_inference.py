@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import warnings
 from collections.abc import Callable, Iterator
 from typing import TypeVar
@@ -22,6 +23,7 @@ T = TypeVar("T")
 BYTES_PER_VOXEL = 300
 # Peak memory per pixel of a 2D slice for the 2D network, with the same margin.
 BYTES_PER_PIXEL = 600
+AUTOCAST_ENV = "CLINICALFMAMBA_AUTOCAST"  # "0": full float32 on the GPU too
 MEMORY_SHARE = 0.5  # of the free GPU memory, leaving room for fragmentation and other work
 SMALLEST_PATCH = 32
 
@@ -33,10 +35,10 @@ def autocast_dtype() -> torch.dtype:
 
 @contextlib.contextmanager
 def inference_context(device: torch.device) -> Iterator[None]:
-    """``torch.inference_mode``, plus autocast on CUDA. The selective scans keep their state
-    in float32 under autocast (every implementation accumulates in float32)."""
+    """``torch.inference_mode``, plus autocast on CUDA unless CLINICALFMAMBA_AUTOCAST=0. The
+    selective scans keep their state in float32 under autocast (every implementation does)."""
     with torch.inference_mode():
-        if device.type == "cuda":
+        if device.type == "cuda" and os.environ.get(AUTOCAST_ENV, "1") != "0":
             with torch.autocast("cuda", dtype=autocast_dtype()):
                 yield
         else:

@@ -224,6 +224,12 @@ def fuse_volume_per_path(paths):
         times[path], fused[path] = best, out
         print(f"  {path:8} {first:8.2f} {best:8.3f} {voxels / best:8.1f} {peak_gib():>9} "
               f"{np.abs(out - fused['chunked']).max():22.2e}")
+    from ClinicalFMambaLib.gpu_inference import AUTOCAST_ENV
+    os.environ[AUTOCAST_ENV] = "0"  # what autocast costs in accuracy (none on the CPU: off there)
+    _, full, exact = timed(lambda: fuse(model, a, b), 1)
+    os.environ.pop(AUTOCAST_ENV)
+    print(f"  {path} without autocast (float32): {full:.3f} s; autocast's fusion differs by "
+          f"max {np.abs(out - exact).max():.2e}, mean {np.abs(out - exact).mean():.2e}")
     return times
 
 
