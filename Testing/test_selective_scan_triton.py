@@ -10,13 +10,30 @@ import sys
 import pytest
 import torch
 
-# Kernels are built for the interpreter only when TRITON_INTERPRET is set as they are defined.
+# Kernels are built for the interpreter when TRITON_INTERPRET is set as they are defined, and
+# Triton reads it again when it launches them (the fixture below); the variable is put back
+# after import and after this module's tests so that no other test sees it.
+_previous = os.environ.get("TRITON_INTERPRET")
 os.environ["TRITON_INTERPRET"] = "1"
-triton_scan = pytest.importorskip("ClinicalFMambaLib.selective_scan_triton")
-if not triton_scan.INTERPRETED:  # defined earlier in this process for the GPU: define again
-    importlib.reload(triton_scan)
+try:
+    triton_scan = pytest.importorskip("ClinicalFMambaLib.selective_scan_triton")
+    if not triton_scan.INTERPRETED:  # defined earlier in this process for the GPU: again
+        importlib.reload(triton_scan)
+finally:
+    if _previous is None:
+        del os.environ["TRITON_INTERPRET"]
+    else:
+        os.environ["TRITON_INTERPRET"] = _previous
 
 from ClinicalFMambaLib import selective_scan as scan  # noqa: E402
+
+
+@pytest.fixture(autouse=True, scope="module")
+def interpreter():
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("TRITON_INTERPRET", "1")
+        yield
+
 
 NAMES = ("u", "delta", "A", "B", "C", "D", "z", "delta_bias")
 
