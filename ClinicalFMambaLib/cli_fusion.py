@@ -181,11 +181,12 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 def _demo(args: argparse.Namespace) -> int:
     from .fuse_files import run_demo
-    from .image_io import write_atomically
+    from .image_io import check_output_location, write_atomically
     from .metrics import METRIC_NAMES
     from .volume_files import run_volume_demo
     from .volume_fusion import load_volume_model
 
+    check_output_location(args.output, folder=True)
     results = run_demo(_model_loader(args)(), args.output)
     for name, methods in results.items():
         ten = {method: {k: metrics[k] for k in METRIC_NAMES} for method, metrics in methods.items()}

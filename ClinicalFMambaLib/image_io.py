@@ -325,7 +325,8 @@ def check_output_location(path: str | Path, folder: bool = False) -> Path:
     needed (or the reverse), or a folder that cannot be written (tried with a temporary file)."""
     path = Path(path)
     if folder and path.exists() and not path.is_dir():
-        raise OutputError(f"output {path} is a file; folder inputs need an output folder")
+        raise OutputError(f"output {path} is a file; give a folder (the results are written "
+                          "into it)")
     if not folder and path.is_dir():
         raise OutputError(f"output {path} is a folder; give a file name")
     existing = path if folder else path.parent

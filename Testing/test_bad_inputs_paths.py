@@ -142,6 +142,14 @@ def test_unwritable_classify_report_is_refused_before_the_work(tmp_path):
     assert snapshot(tmp_path) == before
 
 
+def test_demo_into_a_file_is_refused_before_the_work(tmp_path):
+    (tmp_path / "demo").write_text("a file where the output folder should be")
+    before = snapshot(tmp_path)
+    run = cli("demo", "-o", tmp_path / "demo", "--device", "cpu")
+    assert_refused(run, 3, "is a file; give a folder")
+    assert snapshot(tmp_path) == before
+
+
 def test_volume_to_a_picture_format_names_the_format(pair, tmp_path):
     t2, flair = pair
     before = snapshot(tmp_path)
@@ -176,7 +184,7 @@ def test_folder_inputs_with_an_existing_file_as_output_are_refused(tmp_path):
     (tmp_path / "results").write_text("a file")
     before = snapshot(tmp_path)
     assert_refused(cli("fuse", folder_a, folder_b, "-o", tmp_path / "results"), 3,
-                   "is a file; folder inputs need an output folder")
+                   "is a file; give a folder")
     assert snapshot(tmp_path) == before
 
 
