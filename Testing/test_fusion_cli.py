@@ -160,6 +160,15 @@ def test_evaluate_folders_prints_a_mean_row_and_the_baselines(fused_folders):
     assert any(line.startswith("average over 2 pair(s)") for line in lines)
 
 
+def test_top_level_help_speaks_to_users():
+    from ClinicalFMambaLib.cli import build_parser
+
+    text = build_parser().format_help()
+    assert text.splitlines()[0].startswith("usage: clinicalfmamba")
+    assert "clinicalfmamba demo" in text and "fuse A B -o OUT" in text and "Exit codes" in text
+    assert "``" not in text
+
+
 def test_training_flags_have_help_and_defaults():
     from ClinicalFMambaLib.cli import build_parser
 
