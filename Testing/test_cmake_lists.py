@@ -17,7 +17,7 @@ MODULE_CMAKE = MODULE / "CMakeLists.txt"
 
 def cmake_lists(path: Path) -> dict[str, list[str]]:
     """Variables set by ``set(NAME item ...)`` in a CMake file, ``${MODULE_NAME}`` expanded."""
-    text = re.sub(r"#[^\n]*", "", path.read_text())
+    text = re.sub(r"#[^\n]*", "", path.read_text(encoding="utf-8"))
     variables = {name: body.split() for name, body in re.findall(r"\bset\((\w+)\s+([^)]*)\)", text)}
     module_name = variables.get("MODULE_NAME", [""])[0]
     return {name: [item.replace("${MODULE_NAME}", module_name) for item in items]
@@ -77,7 +77,7 @@ def test_bundled_weights_and_sample_are_listed(lists):
 
 
 def test_files_the_module_loads_are_listed(lists):
-    source = (MODULE / "ClinicalFMamba.py").read_text()
+    source = (MODULE / "ClinicalFMamba.py").read_text(encoding="utf-8")
     resources = set(lists["LIBRARY_RESOURCES"])
     for name in re.search(r"SAMPLE_FILES = \(([^)]*)\)", source).group(1).split(","):
         assert f"Resources/sample/volume/{name.strip().strip(chr(34))}" in resources
@@ -88,7 +88,8 @@ def test_files_the_module_loads_are_listed(lists):
 def extension_strings() -> dict[str, str]:
     """Quoted ``set(NAME "value")`` of the top-level CMakeLists.txt, ``${NAME}`` expanded."""
     values: dict[str, str] = {}
-    for name, value in re.findall(r'\bset\((\w+)\s+"([^"]*)"\)', (ROOT / "CMakeLists.txt").read_text()):
+    text = (ROOT / "CMakeLists.txt").read_text(encoding="utf-8")
+    for name, value in re.findall(r'\bset\((\w+)\s+"([^"]*)"\)', text):
         values[name] = re.sub(r"\$\{(\w+)\}", lambda m: values[m.group(1)], value)
     return values
 
@@ -96,13 +97,13 @@ def extension_strings() -> dict[str, str]:
 def test_extension_metadata():
     top = cmake_lists(ROOT / "CMakeLists.txt")
     assert top["EXTENSION_DEPENDS"] == ['"PyTorch"']
-    text = (ROOT / "CMakeLists.txt").read_text()
+    text = (ROOT / "CMakeLists.txt").read_text(encoding="utf-8")
     assert "project(ClinicalFMamba)" in text and "add_subdirectory(ClinicalFMamba)" in text
-    entry = json.loads((ROOT / "ClinicalFMamba.json").read_text())
+    entry = json.loads((ROOT / "ClinicalFMamba.json").read_text(encoding="utf-8"))
     assert entry["$schema"].startswith("https://raw.githubusercontent.com/Slicer/Slicer/")
     assert entry["build_dependencies"] == ["PyTorch"] and entry["scm_url"]
     assert entry["category"] in text
-    assert "Apache License" in (ROOT / "LICENSE").read_text()
+    assert "Apache License" in (ROOT / "LICENSE").read_text(encoding="utf-8")
 
 
 def test_extension_urls_name_one_slicer_repository():
@@ -110,7 +111,7 @@ def test_extension_urls_name_one_slicer_repository():
     name) does not start with "Slicer", its git repository does. Every URL points into that
     repository, and docs/slicer.md lists each one to be filled in at publication."""
     strings = extension_strings()
-    entry = json.loads((ROOT / "ClinicalFMamba.json").read_text())
+    entry = json.loads((ROOT / "ClinicalFMamba.json").read_text(encoding="utf-8"))
     repository = entry["scm_url"].removesuffix(".git")
     owner, name = repository.split("/")[-2:]
     assert name == "SlicerClinicalFMamba" and not "ClinicalFMamba".lower().startswith("slicer")
@@ -120,7 +121,7 @@ def test_extension_urls_name_one_slicer_repository():
         url = strings[key]
         assert url.startswith(f"https://raw.githubusercontent.com/{owner}/{name}/main/")
         assert (ROOT / url.split("/main/", 1)[1]).is_file(), f"{key} names a missing file"
-    docs = (ROOT / "docs" / "slicer.md").read_text()
+    docs = (ROOT / "docs" / "slicer.md").read_text(encoding="utf-8")
     for key in ("scm_url", "EXTENSION_HOMEPAGE", "EXTENSION_ICONURL", "EXTENSION_SCREENSHOTURLS"):
         assert key in docs, f"docs/slicer.md does not say how to fill in {key}"
 

@@ -36,7 +36,7 @@ SUPPORTED = {
 
 def parameters() -> dict[str, tuple[str, str | None]]:
     """Parameter name -> (base type, Annotated extra such as 'Choice') from the source."""
-    tree = ast.parse(MODULE.read_text())
+    tree = ast.parse(MODULE.read_text(encoding="utf-8"))
     cls = next(node for node in tree.body if isinstance(node, ast.ClassDef)
                and node.name == "ClinicalFMambaParameterNode")
     found = {}
@@ -80,7 +80,7 @@ def test_every_parameter_has_a_supported_widget():
 
 
 def test_node_selectors_offer_the_parameter_class():
-    tree = ast.parse(MODULE.read_text())
+    tree = ast.parse(MODULE.read_text(encoding="utf-8"))
     cls = next(node for node in tree.body if isinstance(node, ast.ClassDef)
                and node.name == "ClinicalFMambaParameterNode")
     node_types = {s.target.id: ast.unparse(s.annotation) for s in cls.body
@@ -97,4 +97,4 @@ def test_node_selectors_offer_the_parameter_class():
 def test_widgets_the_code_uses_exist(label):
     names = {widget.get("name") for widget in ElementTree.parse(UI).iter("widget")}
     assert label in names
-    assert f"self.ui.{label}" in MODULE.read_text()
+    assert f"self.ui.{label}" in MODULE.read_text(encoding="utf-8")

@@ -148,11 +148,16 @@ print(json.dumps({{
     assert run["shape"] == run["shape_a"] == [155, 240, 240] and run["same_grid"]
     assert run["heatmap_shape"] == run["shape"] and run["heatmap_max"] == pytest.approx(1.0)
     assert run["verdict"].startswith("ClinicalFMamba: ")
-    assert run["library_modules"] == ["ClinicalFMambaLib", "ClinicalFMambaLib.worker"]
+    # torch could not be imported here, so no network ran here; nor was its code loaded:
+    networks = {"network", "volume_fusion", "classify", "fusion", "classifier_model"}
+    assert "ClinicalFMambaLib.worker" in run["library_modules"]
+    assert not networks & {name.split(".")[-1] for name in run["library_modules"]}
     reports = run["reports"]
     assert reports == sorted(reports) and reports[-1] == 1.0
-    assert len([r for r in reports if 0.0 < r < 0.7]) >= 3, "fusion progress from the worker"
-    assert any(0.7 < r < 1.0 for r in reports), "classification progress from the worker"
+    # Fusion reports once per 3D patch (one patch where a GPU holds the whole volume),
+    # classification once per batch of slices.
+    assert any(0.0 < r < 0.7 for r in reports), "fusion progress from the worker"
+    assert len([r for r in reports if 0.7 < r < 1.0]) >= 3, "classification progress"
 
 
 @needs_case
@@ -165,7 +170,7 @@ def test_cancel_full_size_kills_the_tree_within_two_seconds(scene, full_pair, wh
 
     def cancel() -> bool:
         due = (time.monotonic() - begun >= 1.0 if when == "one second after the call"
-               else logic.job.status == "Fusing")
+               else logic.job.fraction > 0.0)  # the worker reported fusion progress
         if due and not asked:
             asked.append(time.monotonic())
         return due
@@ -345,5 +350,5 @@ def test_batch_saves_results_and_fails_on_a_failed_write(tmp_path):
     fused = sitk.GetArrayFromImage(sitk.ReadImage(str(out / "TCGA-DU-7294_t2_fused.nii.gz")))
     assert fused.shape == (40, 96, 96) and 0.0 <= fused.min() and fused.max() <= 1.0
     assert np.isfinite(fused).all() and fused.max() > 0.5
-    verdict = (out / "TCGA-DU-7294_t2_verdict.tsv").read_text().splitlines()
+    verdict = (out / "TCGA-DU-7294_t2_verdict.tsv").read_text(encoding="utf-8").splitlines()
     assert verdict[0].split("\t") == ["class", "probability"] and len(verdict) >= 3
