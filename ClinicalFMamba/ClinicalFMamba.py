@@ -522,6 +522,8 @@ class ClinicalFMambaLogic(ScriptedLoadableModuleLogic):
                 if cancel is not None and cancel():
                     job.cancel("cancelled by the caller")
                     break
+                if hasattr(slicer, "app"):  # inside Slicer: keep the views painting
+                    slicer.app.processEvents()
                 time.sleep(POLL_SECONDS)
             if job.state == "done" and progress is not None and reported != 1.0:
                 progress(1.0)
