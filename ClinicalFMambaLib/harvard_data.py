@@ -53,10 +53,14 @@ def split_by_case(pairs: list[HarvardPair]) -> tuple[list[HarvardPair], list[Har
     return train, val
 
 
+def load_luma(path: Path) -> np.ndarray:
+    """Float [0, 1] grey of an 8-bit image file, or the luma (Y) of a colour one."""
+    return split_luma(np.asarray(Image.open(path)))[0]
+
+
 def load_luma_pair(pair: HarvardPair) -> tuple[np.ndarray, np.ndarray]:
     """Float [0, 1] (MRI, luma of CT/PET/SPECT)."""
-    return (split_luma(np.asarray(Image.open(pair.mri)))[0],
-            split_luma(np.asarray(Image.open(pair.other)))[0])
+    return load_luma(pair.mri), load_luma(pair.other)
 
 
 class CropDataset(torch.utils.data.Dataset):

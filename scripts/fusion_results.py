@@ -22,18 +22,20 @@ from ClinicalFMambaLib.baselines import BASELINES
 from ClinicalFMambaLib.fusion import fuse_normalized, load_fusion_model
 from ClinicalFMambaLib.harvard_data import find_pairs, load_luma_pair, split_by_case
 from ClinicalFMambaLib.metrics import (HIGHER_IS_BETTER, METRIC_NAMES, beats_best_baseline,
-                                       fusion_metrics, paper_metrics)
+                                       fusion_metrics, metric_wins, paper_metrics)
 
 METHODS = ("ClinicalFMamba", *BASELINES)
 
 
-def score(pairs, model) -> dict:
-    """{pair_type: {method: {metric: mean}}} and the number of pairs per type."""
+def score(pairs, model, more_images=None) -> dict:
+    """{pair_type: {method: {metric: mean}}}. ``more_images(pair)``, if given, returns other
+    methods' fused images of the pair ({method: float [0, 1] image}), scored alike."""
     rows = defaultdict(lambda: defaultdict(list))
     for pair in tqdm(pairs, desc="scoring", unit="pair"):
         a, b = load_luma_pair(pair)
         fused = {"ClinicalFMamba": fuse_normalized(model, a, b)}
         fused.update({name: fn(a, b) for name, fn in BASELINES.items()})
+        fused.update(more_images(pair) if more_images else {})
         for method, image in fused.items():
             paper = paper_metrics(a, b, image)
             rows[pair.pair_type][method].append({
@@ -59,7 +61,7 @@ def markdown(results: dict, counts: dict) -> str:
             lines.append(f"| {method} | " + " | ".join(cells) + " |")
         ours = methods["ClinicalFMamba"]
         per_metric_best = len(beats_best_baseline(ours, [methods[b] for b in BASELINES]))
-        wins = {b: sum(ours[k] > methods[b][k] for k in METRIC_NAMES) for b in BASELINES}
+        wins = {b: len(metric_wins(ours, methods[b])) for b in BASELINES}
         hardest = min(wins, key=wins.get)
         lines += ["", f"ClinicalFMamba beats the best baseline of each metric on "
                       f"**{per_metric_best}/10** metrics, and the hardest single baseline "

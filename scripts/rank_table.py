@@ -1,0 +1,144 @@
+"""Rank the bundled 2D model among the classical baselines and published fusion methods.
+
+    python scripts/rank_table.py [--markdown] [--threads 1] [--pair-type CT-MRI] [--limit N]
+
+Every validation pair (whole held-back Harvard cases, harvard_data.VALIDATION_CASES) is fused
+by the model and the mean / max / Laplacian-pyramid baselines and scored, with the published
+methods' fused images of the same pairs (``--peers``: <method>/<pair type>/<file name>.png;
+colour results on their luma Y, as the model's), exactly as scripts/fusion_results.py scores
+(its ``score``): the ten metrics of the 8-bit protocol, averaged per pair type. Printed per
+pair type: each method's metric means, its mean rank over the ten metrics among all methods
+(metrics.mean_ranks: 1 = best in each metric's direction, equal means share the mean of their
+ranks) and the number of metrics on which ClinicalFMamba is strictly better than it
+(metrics.metric_wins: a tie is no win).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from ClinicalFMambaLib.fusion import load_fusion_model
+from ClinicalFMambaLib.harvard_data import (PAIR_TYPES, HarvardPair, find_pairs, load_luma,
+                                            split_by_case)
+from ClinicalFMambaLib.metrics import METRIC_NAMES, is_better, mean_ranks, metric_wins
+from fusion_results import METHODS, score
+
+OURS = "ClinicalFMamba"
+
+
+def peer_methods(peers: Path, pair_type: str) -> list[str]:
+    """The published methods with results for ``pair_type`` (EMFusion has CT-MRI only)."""
+    return sorted(d.name for d in peers.iterdir() if (d / pair_type).is_dir())
+
+
+def peer_image_paths(peers: Path, pairs: list[HarvardPair]) -> dict[str, dict[str, Path]]:
+    """{pair name: {method: fused image}}; every method with a folder for a pair type must
+    have every pair of that type, or the means would not compare like with like."""
+    paths = {}
+    for pair in pairs:
+        paths[pair.name] = {m: peers / m / pair.pair_type / pair.mri.name
+                            for m in peer_methods(peers, pair.pair_type)}
+        for method, path in paths[pair.name].items():
+            if not path.is_file():
+                raise FileNotFoundError(f"{method} has no fused image for {pair.name}: {path}")
+    return paths
+
+
+def rank_rows(methods: dict[str, dict[str, float]]) -> list[tuple[str, float, int | None]]:
+    """(method, mean rank, metrics ClinicalFMamba wins against it) in table order: ours and
+    the baselines first, then the published methods by name."""
+    ranks = mean_ranks(methods)
+    order = [m for m in METHODS if m in methods] + sorted(set(methods) - set(METHODS))
+    return [(m, ranks[m], None if m == OURS else len(metric_wins(methods[OURS], methods[m])))
+            for m in order]
+
+
+def summary(methods: dict[str, dict[str, float]]) -> str:
+    rows = rank_rows(methods)
+    ranks = {m: r for m, r, _ in rows}
+    best = min(ranks.values())
+    fewest = min(w for _, _, w in rows if w is not None)
+    return (f"best mean rank: {', '.join(m for m, r in ranks.items() if r == best)} "
+            f"({best:.2f}); {OURS}: {ranks[OURS]:.2f}, place "
+            f"{1 + sum(r < ranks[OURS] for r in ranks.values())} of {len(ranks)}; fewest wins "
+            f"of {OURS}: {fewest}/{len(METRIC_NAMES)} vs "
+            f"{', '.join(m for m, _, w in rows if w == fewest)}")
+
+
+def render(results: dict, counts: dict[str, int], markdown: bool) -> str:
+    columns = [*METRIC_NAMES, "mean rank", f"{OURS} wins"]
+    lines = []
+    for pair_type, methods in sorted(results.items()):
+        rows = rank_rows(methods)
+        best_rank = min(r for _, r, _ in rows)
+        table = []
+        for method, rank, wins in rows:
+            cells = []
+            for metric in METRIC_NAMES:
+                value = methods[method][metric]
+                best = not any(is_better(metric, v[metric], value) for v in methods.values())
+                cells.append(f"**{value:.3f}**" if markdown and best else f"{value:.3f}")
+            cells.append(f"**{rank:.2f}**" if markdown and rank == best_rank else f"{rank:.2f}")
+            cells.append("—" if wins is None else f"{wins}/{len(METRIC_NAMES)}")
+            table.append([method, *cells])
+        n = counts[pair_type]
+        title = f"{pair_type} ({n} validation pair{'' if n == 1 else 's'})"
+        if markdown:
+            lines += [f"### {title}", "", "| method | " + " | ".join(columns) + " |",
+                      "|---" * (len(columns) + 1) + "|"]
+            lines += ["| " + " | ".join(row) + " |" for row in table]
+        else:
+            header = ["method", *columns]
+            widths = [max(len(r[i]) for r in [header, *table]) for i in range(len(header))]
+            lines += [title] + ["  ".join(cell.rjust(w) if i else cell.ljust(w)
+                                          for i, (cell, w) in enumerate(zip(row, widths)))
+                                for row in [header, *table]]
+        lines += ["", summary(methods), ""]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", default="../shared/data/harvard")
+    parser.add_argument("--peers", default="../shared/data/peers")
+    parser.add_argument("--weights", default=None, help="default: the bundled 2D model")
+    parser.add_argument("--pair-type", action="append", choices=sorted(PAIR_TYPES),
+                        help="score only this pair type (repeatable; default: all)")
+    parser.add_argument("--limit", type=int, default=None,
+                        help="only the first N validation pairs of each type (a quick check)")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--markdown", action="store_true", help="print Markdown tables")
+    args = parser.parse_args()
+    if args.limit is not None and args.limit < 1:
+        parser.error(f"--limit must be at least 1, got {args.limit}")
+    try:
+        peers = Path(args.peers)
+        if not peers.is_dir():
+            raise FileNotFoundError(f"no published methods' results folder {peers}")
+        _, val = split_by_case(find_pairs(args.data))
+        kept: dict[str, list[HarvardPair]] = {}
+        for pair in val:
+            if args.pair_type is None or pair.pair_type in args.pair_type:
+                kept.setdefault(pair.pair_type, []).append(pair)
+        pairs = [p for group in kept.values() for p in group[:args.limit]]
+        paths = peer_image_paths(peers, pairs)
+    except (FileNotFoundError, ValueError) as error:
+        sys.exit(f"rank_table: {error}")
+    counts = {t: sum(p.pair_type == t for p in pairs) for t in kept}
+    torch.set_num_threads(args.threads)
+    model = load_fusion_model(args.weights, device="cpu")
+    started = time.time()
+    results = score(pairs, model, lambda pair: {m: load_luma(path)
+                                                for m, path in paths[pair.name].items()})
+    print(render(results, counts, args.markdown))
+    print(f"scored {len(pairs)} pairs in {time.time() - started:.0f} s", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
