@@ -337,7 +337,8 @@ class FusionJob:
     def start(self, python: str | None = None) -> FusionJob:
         from ClinicalFMambaLib import worker
 
-        self.folder = Path(tempfile.mkdtemp(prefix="ClinicalFMamba-"))
+        worker.remove_orphaned_folders(Path(tempfile.gettempdir()))
+        self.folder = Path(tempfile.mkdtemp(prefix=worker.FOLDER_PREFIX))
         try:
             (self.folder / worker.JOB_FILE).write_text(json.dumps(
                 {key: self.options[key] for key in ("model", "device", "classify", "metrics",

@@ -185,6 +185,30 @@ def main(argv: list[str] | None = None) -> int:
 
 # --------------------------------------------------------------------------- caller side
 
+FOLDER_PREFIX = "ClinicalFMamba-"
+
+
+def remove_orphaned_folders(parent: Path) -> list[Path]:
+    """Remove job folders in ``parent`` left by a caller that died before cleaning up (after
+    its worker had already ended, so the worker's own watch could not). Only this user's
+    folders whose recorded caller process is gone; POSIX only. Returns what was removed."""
+    if os.name == "nt":
+        return []
+    removed = []
+    for folder in Path(parent).glob(f"{FOLDER_PREFIX}*"):
+        try:
+            if folder.stat().st_uid != os.getuid():
+                continue
+            caller = json.loads((folder / JOB_FILE).read_text()).get("caller")
+            os.kill(int(caller), 0)
+        except ProcessLookupError:
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder)
+        except (OSError, ValueError, TypeError):  # alive, being written, or not ours
+            continue
+    return removed
+
+
 class WorkerProcess:
     """The worker started in its own process group (POSIX session / Windows group), so
     ``kill`` ends it with every process it started: PythonSlicer is a launcher whose child

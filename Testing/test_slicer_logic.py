@@ -359,9 +359,11 @@ def heatmap_tables() -> list:
 def finished(scene, sample, logic, classifier):
     """One finished worker run (fuse + classify) whose files several publishes read."""
     job = logic.start(*sample, device="cpu", classifier=classifier)
-    finish(job)
-    yield job
-    job.close()
+    try:
+        finish(job)
+        yield job
+    finally:
+        job.close()
     assert not job.folder.exists()
 
 
