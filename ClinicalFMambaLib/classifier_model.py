@@ -60,6 +60,15 @@ class TumourNet(nn.Module):
             if isinstance(module, nn.Conv2d):
                 nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
 
+    def stage_outputs(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Feature map of every residual stage; the last one is the Grad-CAM layer."""
+        outputs = []
+        x = self.stem(x)
+        for stage in self.stages:
+            x = stage(x)
+            outputs.append(x)
+        return outputs
+
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """Last-stage feature map (the Grad-CAM layer)."""
         return self.stages(self.stem(x))

@@ -1,7 +1,7 @@
 """Training loop and metrics of the tumour classifier.
 
 AdamW with a one-cycle learning rate, label smoothing, batch-level augmentation
-(``classifier_data.augment``) and an exponential moving average (EMA) of the weights, which
+(``classifier_augment.augment``) and an exponential moving average (EMA) of the weights, which
 is what gets validated and shipped. Every epoch is checkpointed (resumable); the EMA
 weights of the best validation epoch are returned at the end.
 """
@@ -19,7 +19,8 @@ import torch
 import torch.nn.functional as F
 from scipy.stats import rankdata
 
-from .classifier_data import WINDOW_PERCENTILES, augment
+from .classifier_augment import augment
+from .classifier_images import WINDOW_PERCENTILES
 from .classifier_model import DEFAULT_ARCH, build_model
 
 

@@ -12,8 +12,11 @@ class equals its class activation map (CAM): ReLU(sum_k w_ck A_k) over the last-
 feature maps A_k. It is computed in the same forward pass as the probabilities (no backward
 pass) and upsampled bilinearly to the input's resolution.
 
-Volumes: see ``classify_volume`` for the slice orientation and ``aggregate_slices`` for how
-slice probabilities become the volume verdict.
+Volumes: see ``classify_volume`` for the slice orientation and how the tumour-evidence
+network (``tumour_evidence``) and the classifier combine into the volume verdict.
+
+Scope: with the bundled weights a scope guard (``scope_guard``) refuses inputs that are not
+brain MRI: their results have ``in_scope`` False, a ``reason`` and no prediction.
 """
 
 from __future__ import annotations
@@ -26,16 +29,25 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .classifier_data import (MIN_BRAIN_FRACTION, brain_mask, check_image, prepare_image,
-                              prepare_volume, slices_to_volume, to_original)
+from .classifier_images import check_image, colourfulness, prepare_image, to_original
 from .classifier_model import TumourNet, build_model
-from .weights import bundled, load_weights
+from .classifier_volumes import MIN_BRAIN_FRACTION, brain_mask, prepare_volume, slices_to_volume
+from .scope_guard import ScopeGuard, image_problem, load_scope_guard
+from .tumour_evidence import (NO_TUMOUR_AT, TUMOUR_AT, TumourEvidence, load_tumour_evidence,
+                              volume_evidence, volume_tumour_probability)
+from .weights import bundled, load_network
 
-__all__ = ["Cancelled", "Classifier", "VolumeResult", "aggregate_slices", "brain_mask",
-           "classify_images", "classify_volume", "gradcam", "heatmap_overlay",
-           "load_classifier", "save_heatmap_png", "save_heatmap_volume"]
+__all__ = ["Cancelled", "Classifier", "ImageResult", "VolumeResult", "aggregate_slices",
+           "brain_mask", "classify_image", "classify_images", "classify_volume", "gradcam",
+           "heatmap_overlay", "load_classifier", "result_record", "save_heatmap_png",
+           "save_heatmap_volume"]
 
 BUNDLED_NAME = "classifier2d.safetensors"
+BUNDLED_GUARD = "scope_guard.safetensors"
+# Stages of the classifier whose statistics the scope guard reads.
+SCOPE_STAGES = 3
+# A volume is brain MRI when at least this share of its eligible slices passes the guard.
+MIN_IN_SCOPE_SLICES = 0.5
 
 
 class Cancelled(RuntimeError):
@@ -49,6 +61,8 @@ class Classifier:
     net: TumourNet
     config: dict
     device: torch.device
+    guard: ScopeGuard | None = None          # refuses inputs that are not brain MRI
+    evidence: TumourEvidence | None = None   # tumour / no tumour on volumes
 
     @property
     def classes(self) -> list[str]:
@@ -74,8 +88,10 @@ _LOADED: dict[tuple, Classifier] = {}
 
 
 def load_classifier(path: str | Path | None = None, device: str = "cpu",
-                    verify: bool = True) -> Classifier:
-    """Load (once per file and device) a classifier; default: the bundled one.
+                    verify: bool = True, companions: bool = True) -> Classifier:
+    """Load (once per file and device) a classifier; default: the bundled one, with the
+    bundled scope guard and tumour-evidence network (fitted for it; ``companions=False``
+    leaves them out, as when fitting them).
 
     The file's SHA-256 must match the MANIFEST.json beside it unless ``verify`` is False.
     """
@@ -83,25 +99,38 @@ def load_classifier(path: str | Path | None = None, device: str = "cpu",
     if not path.exists():
         raise FileNotFoundError(f"classifier weights not found: {path}")
     stat = path.stat()
-    key = (str(path.resolve()), stat.st_mtime_ns, stat.st_size, str(device), verify)
+    key = (str(path.resolve()), stat.st_mtime_ns, stat.st_size, str(device), verify, companions)
     if key not in _LOADED:
-        state, config = load_weights(path, verify=verify)
-        if config.get("model") != "TumourNet":
-            raise ValueError(f"{path} is not a tumour classifier (config model "
-                             f"{config.get('model')!r})")
-        net = build_model(config)
-        net.load_state_dict(state)
-        _LOADED[key] = Classifier(net.to(device).eval(), config, torch.device(device))
+        net, config = load_network(path, "TumourNet", "a tumour classifier", build_model, verify)
+        model = Classifier(net.to(device), config, torch.device(device))
+        if companions and path.resolve() == bundled(BUNDLED_NAME).resolve():
+            model.guard = load_scope_guard(bundled(BUNDLED_GUARD), verify=verify)
+            model.evidence = load_tumour_evidence(verify=verify)
+        _LOADED[key] = model
     return _LOADED[key]
 
 
 @torch.no_grad()
 def _forward(model: Classifier, images01: np.ndarray | torch.Tensor
-             ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Probabilities (N, C) and last-stage features (N, K, h, w) of prepared images."""
-    features = model.net.features(model.normalise(images01))
+             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Probabilities (N, C), last-stage features (N, K, h, w) and the scope guard's
+    summary (N, D) of prepared images: the channel means and standard deviations of the
+    first three stages, image statistics from edges to textures. (Of four summaries measured
+    in docs/classifier.md, the only one that refused every sample photo at the same false-
+    refusal rate; the last stage's tumour-level features place some photos among MRI.)"""
+    stages = model.net.stage_outputs(model.normalise(images01))
+    features = stages[-1]
     probs = torch.softmax(model.net.classify_features(features), dim=1)
-    return probs.cpu(), features
+    summary = torch.cat([torch.cat([stage.mean(dim=(2, 3)), stage.std(dim=(2, 3))], 1)
+                         for stage in stages[:SCOPE_STAGES]], 1)
+    return probs.cpu(), features, summary.cpu()
+
+
+def scope_features(model: Classifier, images01: np.ndarray, batch_size: int = 64
+                   ) -> torch.Tensor:
+    """The scope guard's summary (N, D) of prepared images."""
+    return torch.cat([_forward(model, images01[i:i + batch_size])[2]
+                      for i in range(0, len(images01), batch_size)])
 
 
 @torch.no_grad()
@@ -127,11 +156,48 @@ def classify_images(model: Classifier, images: Sequence[np.ndarray],
                            for i in range(0, len(prepared), batch_size)])
 
 
+def _scope(model: Classifier, prepared: np.ndarray, summary: torch.Tensor,
+           colour: Sequence[float] | None = None) -> tuple[np.ndarray, list[str | None]]:
+    """Per prepared image: in scope (bool) and, when not, why."""
+    colour = colour if colour is not None else [0.0] * len(prepared)
+    problems = [image_problem(image, c) for image, c in zip(prepared, colour)]
+    far = np.zeros(len(prepared), bool)
+    if model.guard is not None:
+        far = ~model.guard.in_scope(summary).numpy()
+    reasons = [problem or ("it does not look like brain MRI (far from the classifier's "
+                           "training images)" if outside else None)
+               for problem, outside in zip(problems, far)]
+    return np.array([reason is None for reason in reasons]), reasons
+
+
+@dataclass
+class ImageResult:
+    """Classification of one 2D image; no prediction when it is out of scope."""
+
+    classes: list[str]
+    probabilities: np.ndarray  # (C,)
+    in_scope: bool
+    reason: str | None
+
+    @property
+    def prediction(self) -> str | None:
+        return self.classes[int(np.argmax(self.probabilities))] if self.in_scope else None
+
+
+def classify_image(model: Classifier, image: np.ndarray) -> ImageResult:
+    """Class probabilities of one 2D image (grey, or (H, W, 3) colour as read), with the
+    scope guard's decision."""
+    prepared, _ = prepare_image(image, model.input_size)
+    probs, _, summary = _forward(model, prepared[None])
+    in_scope, reasons = _scope(model, prepared[None], summary, [colourfulness(image)])
+    return ImageResult(model.classes, probs[0].numpy(), bool(in_scope[0]), reasons[0])
+
+
 def gradcam(model: Classifier, image: np.ndarray, class_index: int | None = None) -> np.ndarray:
     """Heatmap (H, W) in [0, 1] of where ``image`` shows evidence for ``class_index``
     (default: the predicted class), at the image's own resolution."""
     prepared, geometry = prepare_image(image, model.input_size)
-    probs, features = _forward(model, prepared[None])
+    probs, features, _ = _forward(model, prepared[None])
     if class_index is None:
         class_index = int(probs[0].argmax())
     if not 0 <= class_index < len(model.classes):
@@ -165,7 +231,9 @@ def aggregate_slices(slice_probs: np.ndarray, brain_area: np.ndarray
 class VolumeResult:
     """Classification of every axial slice of a volume and the volume verdict.
 
-    Slice arrays run along ``axial_axis`` of the input, in the input's slice order.
+    Slice arrays run along ``axial_axis`` of the input, in the input's slice order. With a
+    tumour-evidence network, the no-tumour column is 1 - the calibrated tumour probability
+    and the tumour columns share the rest as the classifier splits it among tumour types.
     """
 
     classes: list[str]
@@ -176,10 +244,33 @@ class VolumeResult:
     heatmap: np.ndarray | None       # input's shape, [0, 1], zero outside the brain
     heatmap_class: str | None
     axial_axis: int
+    in_scope: bool = True
+    reason: str | None = None
+    tumour_probability: float | None = None  # calibrated, from the evidence network
 
     @property
-    def prediction(self) -> str:
+    def prediction(self) -> str | None:
+        """A class; "uncertain" when the tumour evidence is neither strong nor absent;
+        None out of scope."""
+        if not self.in_scope:
+            return None
+        if self.tumour_probability is not None and \
+                NO_TUMOUR_AT < self.tumour_probability < TUMOUR_AT:
+            return "uncertain"
         return self.classes[int(np.argmax(self.probabilities))]
+
+
+def _tumour_type_split(model: Classifier, slice_probs: np.ndarray, tumour: np.ndarray
+                       ) -> np.ndarray:
+    """(Z, C) probabilities: 1 - ``tumour`` for no tumour, ``tumour`` shared among the
+    tumour classes in the classifier's proportions."""
+    index = model.no_tumour_index
+    types = slice_probs.copy()
+    types[:, index] = 0.0
+    types /= np.maximum(types.sum(1, keepdims=True), 1e-12)
+    out = types * tumour[:, None]
+    out[:, index] = 1.0 - tumour
+    return out
 
 
 def classify_volume(model: Classifier, volume: np.ndarray, batch_size: int = 16,
@@ -198,26 +289,53 @@ def classify_volume(model: Classifier, volume: np.ndarray, batch_size: int = 16,
     JPEGs; the intensity window is taken over the whole brain and each slice is cropped to
     the brain's in-plane bounding box.
 
+    With the bundled weights, whether a slice shows tumour and where comes from the
+    tumour-evidence network (calibrated slice probabilities, the per-voxel heatmap, the
+    volume rule in ``tumour_evidence``); the classifier names the tumour type; the scope
+    guard refuses volumes that are not brain MRI. Other classifiers: the brain-area-weighted
+    mean of slice probabilities (``aggregate_slices``) and class activation maps of
+    ``class_index`` (default: the most likely tumour class).
+
     ``progress(done, total)`` is called after each batch; ``cancel()`` returning True stops
-    with ``Cancelled``. The heatmap is the class activation map of ``class_index`` (default:
-    the most likely tumour class, or the predicted class for models without a no-tumour
-    class), weighted per slice by that slice's probability of the class, scaled to [0, 1]
-    over the volume and zero outside the brain mask.
+    with ``Cancelled``.
     """
     slices = prepare_volume(volume, model.input_size, direction, space)
     total = len(slices.images)
-    probs, features = [], []
+    probs, features, summaries = [], [], []
     for start in range(0, total, max(1, batch_size)):
         if cancel is not None and cancel():
             raise Cancelled("volume classification cancelled")
-        batch_probs, batch_features = _forward(model, slices.images[start:start + batch_size])
+        batch_probs, batch_features, batch_summary = _forward(
+            model, slices.images[start:start + batch_size])
         probs.append(batch_probs)
+        summaries.append(batch_summary)
         if heatmap:
             features.append(batch_features)
         if progress is not None:
             progress(min(start + batch_size, total), total)
     slice_probs = torch.cat(probs).numpy()
     volume_probs, eligible = aggregate_slices(slice_probs, slices.brain_area)
+    in_scope, reason = _volume_scope(model, slices.images, torch.cat(summaries), eligible)
+    if not in_scope:
+        return VolumeResult(model.classes, slice_probs, slices.brain_area, eligible,
+                            volume_probs, None, None, int(slices.orientation.axes[0]),
+                            False, reason)
+    if model.evidence is not None and model.no_tumour_index is not None:
+        if cancel is not None and cancel():
+            raise Cancelled("volume classification cancelled")
+        evidence = volume_evidence(model.evidence, volume, direction, space)
+        tumour = volume_tumour_probability(evidence.probabilities, evidence.eligible)
+        weights = np.where(evidence.eligible, evidence.probabilities, 0.0)
+        if weights.sum() <= 0:
+            weights = evidence.eligible.astype(np.float64)
+        type_mix = (weights[:, None] * slice_probs).sum(0) / weights.sum()
+        return VolumeResult(model.classes,
+                            _tumour_type_split(model, slice_probs, evidence.probabilities),
+                            evidence.brain_area, evidence.eligible,
+                            _tumour_type_split(model, type_mix[None], np.array([tumour]))[0],
+                            evidence.heatmap if heatmap else None,
+                            "tumour" if heatmap else None, int(slices.orientation.axes[0]),
+                            True, None, tumour)
     heat, heat_class = None, None
     if heatmap:
         if class_index is None:
@@ -238,11 +356,42 @@ def classify_volume(model: Classifier, volume: np.ndarray, batch_size: int = 16,
                         heat, heat_class, int(slices.orientation.axes[0]))
 
 
+def _volume_scope(model: Classifier, images: np.ndarray, summary: torch.Tensor,
+                  eligible: np.ndarray) -> tuple[bool, str | None]:
+    """Brain MRI when most eligible slices pass the scope guard."""
+    in_scope, _ = _scope(model, images[eligible], summary[torch.from_numpy(eligible)])
+    share = float(in_scope.mean()) if len(in_scope) else 0.0
+    if share >= MIN_IN_SCOPE_SLICES:
+        return True, None
+    return False, (f"it does not look like brain MRI: {share:.0%} of its slices resemble the "
+                   "classifier's training images")
+
+
+def result_record(result: ImageResult | VolumeResult, slices: bool = False) -> dict:
+    """The JSON-ready verdict shared by the CLI, fusion reports and the Slicer module."""
+    record = {"in_scope": result.in_scope, "reason": result.reason,
+              "prediction": result.prediction,
+              "probabilities": ({name: round(float(p), 6) for name, p in
+                                 zip(result.classes, result.probabilities)}
+                                if result.in_scope else None)}
+    if isinstance(result, VolumeResult):
+        record.update({"tumour_probability": (None if result.tumour_probability is None
+                                              else round(result.tumour_probability, 6)),
+                       "heatmap_class": result.heatmap_class,
+                       "slices": int(len(result.slice_probabilities)),
+                       "eligible_slices": int(result.eligible.sum())})
+        if slices and result.in_scope:
+            record["slice_probabilities"] = [
+                {name: round(float(p), 6) for name, p in zip(result.classes, row)}
+                for row in result.slice_probabilities]
+    return record
+
+
 # --------------------------------------------------------------------------- outputs
 
 def heatmap_overlay(image: np.ndarray, heatmap: np.ndarray) -> np.ndarray:
     """RGB uint8 overlay of a [0, 1] heatmap (black-red-yellow-white) on a grey image."""
-    from .classifier_data import window
+    from .classifier_images import window
 
     grey = window(check_image(image))
     colour = np.stack([np.clip(3 * heatmap, 0, 1), np.clip(3 * heatmap - 1, 0, 1),

@@ -9,8 +9,6 @@ import sys
 from collections import Counter
 from pathlib import Path
 
-import numpy as np
-
 
 def register(commands) -> None:
     """Add the classifier sub-commands."""
@@ -85,7 +83,7 @@ def register(commands) -> None:
 # --------------------------------------------------------------------------- classify
 
 def _expand_inputs(inputs: list[Path]) -> list[Path]:
-    from .classifier_data import is_image_file, is_volume_file
+    from .classifier_images import is_image_file, is_volume_file
 
     files = []
     for path in inputs:
@@ -103,10 +101,6 @@ def _expand_inputs(inputs: list[Path]) -> list[Path]:
         else:
             raise FileNotFoundError(f"input not found: {path}")
     return files
-
-
-def _probabilities(classes: list[str], probs: np.ndarray) -> dict[str, float]:
-    return {name: round(float(p), 6) for name, p in zip(classes, probs)}
 
 
 def free_path(folder: Path, stem: str, suffix: str) -> Path:
@@ -135,30 +129,21 @@ def classification_record(model, path: Path, heatmap_dir: Path | None = None,
     ``heatmap_stem`` (default: the input's name) + _heatmap, never over an existing file."""
     stem = heatmap_stem or sibling_name(path, "")
     from . import classify as api
-    from .classifier_data import is_volume_file, read_image, read_volume
+    from .classifier_images import is_volume_file, read_image
+    from .classifier_volumes import read_volume
 
     if is_volume_file(path):
         volume, direction = read_volume(path)
         result = api.classify_volume(model, volume, batch_size=batch_size, direction=direction)
-        record = {"input": str(path), "kind": "volume",
-                  "prediction": result.prediction,
-                  "probabilities": _probabilities(model.classes, result.probabilities),
-                  "heatmap_class": result.heatmap_class,
-                  "slices": int(len(result.slice_probabilities)),
-                  "eligible_slices": int(result.eligible.sum())}
-        if slices:
-            record["slice_probabilities"] = [
-                _probabilities(model.classes, p) for p in result.slice_probabilities]
-        if heatmap_dir:
+        record = {"input": str(path), "kind": "volume", **api.result_record(result, slices)}
+        if heatmap_dir and result.heatmap is not None:
             record["heatmap"] = str(api.save_heatmap_volume(
                 result.heatmap, path, free_path(heatmap_dir, stem, "_heatmap.nii.gz")))
         return record
-    image = read_image(path)
-    probs = api.classify_images(model, [image])[0]
-    record = {"input": str(path), "kind": "image",
-              "prediction": model.classes[int(probs.argmax())],
-              "probabilities": _probabilities(model.classes, probs)}
-    if heatmap_dir:
+    image = read_image(path, grey=False)
+    result = api.classify_image(model, image)
+    record = {"input": str(path), "kind": "image", **api.result_record(result)}
+    if heatmap_dir and result.in_scope:
         target = free_path(heatmap_dir, stem, "_heatmap.png")
         api.save_heatmap_png(image, api.gradcam(model, image), target)
         record["heatmap"] = str(target)
@@ -166,8 +151,12 @@ def classification_record(model, path: Path, heatmap_dir: Path | None = None,
 
 
 def verdict_line(record: dict) -> str:
+    if not record["in_scope"]:
+        return f"{record['input']}: not classified, {record['reason']}"
     shown = "  ".join(f"{k} {v:.3f}" for k, v in record["probabilities"].items())
-    return f"{record['input']}: {record['prediction']}  ({shown})"
+    tumour = record.get("tumour_probability")
+    evidence = f"tumour probability {tumour:.2f}; " if tumour is not None else ""
+    return f"{record['input']}: {record['prediction']}  ({evidence}{shown})"
 
 
 def run_classify(args: argparse.Namespace) -> int:
@@ -221,8 +210,8 @@ def _command_line(args: argparse.Namespace) -> str:
 
 
 def run_train(args: argparse.Namespace) -> int:
-    from .classifier_data import (list_class_folders, load_graded_cases, load_images,
-                                  stratified_split)
+    from .classifier_datasets import (list_class_folders, load_graded_cases, load_images,
+                                      stratified_split)
     from .classifier_train import TrainOptions, classification_metrics, predict, train
     from .weights import save_weights
 

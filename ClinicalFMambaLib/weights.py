@@ -81,6 +81,18 @@ def load_weights(path: str | Path, verify: bool = True) -> tuple[dict[str, torch
     return state, config
 
 
+def load_network(path: str | Path, model: str, what: str, build, verify: bool = True
+                 ) -> tuple[torch.nn.Module, dict]:
+    """The network a weights file holds, built by ``build(config)`` in eval mode, and its
+    config; a file whose config names another ``model`` is refused as not ``what``."""
+    state, config = load_weights(path, verify=verify)
+    if config.get("model") != model:
+        raise ValueError(f"{path} is not {what} (config model {config.get('model')!r})")
+    net = build(config)
+    net.load_state_dict(state)
+    return net.eval(), config
+
+
 def provenance(path: str | Path) -> dict:
     """Where verified weights came from: their path, SHA-256 and the manifest's training
     command (recorded with weights fine-tuned from them, so the chain stays reproducible)."""

@@ -9,7 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ClinicalFMambaLib import classifier_data
+from ClinicalFMambaLib import classifier_datasets
+from ClinicalFMambaLib.classifier_images import read_image
+from ClinicalFMambaLib.classifier_volumes import brain_mask, read_volume
 from ClinicalFMambaLib.classify import (Cancelled, aggregate_slices, classify_images,
                                         classify_volume, gradcam, load_classifier)
 from ClinicalFMambaLib.cli import main
@@ -43,7 +45,7 @@ def model():
 @pytest.fixture(scope="module")
 def flair_crop():
     """20 axial slices of TCGA-DU-7294's FLAIR through the tumour, as (z, y, x)."""
-    volume, direction = classifier_data.read_volume(BRAIN3D / "TCGA-DU-7294" / "flair.nii.gz")
+    volume, direction = read_volume(BRAIN3D / "TCGA-DU-7294" / "flair.nii.gz")
     return np.ascontiguousarray(volume[95:115]), direction
 
 
@@ -75,7 +77,7 @@ def test_corrupt_copy_is_refused(tmp_path):
 @needs_data
 def test_probabilities_and_sanity_set(model):
     paths = [TESTING / cls / name for cls, names in SANITY_SET.items() for name in names]
-    images = [classifier_data.read_image(p) for p in paths]
+    images = [read_image(p) for p in paths]
     colour = np.repeat(images[0][..., None], 3, axis=2)  # (H, W, 3) is accepted as well
     probs = classify_images(model, images + [colour, np.random.default_rng(0).random((90, 70))])
     assert probs.shape == (len(paths) + 2, 4)
@@ -88,7 +90,7 @@ def test_probabilities_and_sanity_set(model):
 @needs_weights
 @needs_data
 def test_gradcam_at_input_resolution(model):
-    image = classifier_data.read_image(TESTING / "glioma" / "Te-glTr_0000.jpg")[:, 20:170]
+    image = read_image(TESTING / "glioma" / "Te-glTr_0000.jpg")[:, 20:170]
     before = image.copy()
     heat = gradcam(model, image)
     assert heat.shape == image.shape
@@ -138,8 +140,8 @@ def test_classify_volume_crop(model, flair_crop):
     np.testing.assert_allclose(result.probabilities.sum(), 1.0, atol=1e-5)
     assert result.prediction != "notumor"  # these slices cross the glioma
     assert result.heatmap.shape == volume.shape
-    assert result.heatmap.min() >= 0 and result.heatmap.max() == pytest.approx(1.0)
-    outside = ~classifier_data.brain_mask(volume)  # holes inside the brain are filled
+    assert result.heatmap.min() >= 0 and 0 < result.heatmap.max() <= 1
+    outside = ~brain_mask(volume)  # holes inside the brain are filled
     assert np.all(result.heatmap[outside] == 0)
     assert outside[volume == 0].mean() > 0.9  # and the outside is the zero background
     assert calls[-1] == (20, 20) and len(calls) == 3
@@ -157,7 +159,7 @@ def test_classify_volume_crop(model, flair_crop):
 
 @needs_data
 def test_train_classifier_on_class_folders(tmp_path, monkeypatch):
-    monkeypatch.setattr(classifier_data, "CACHE_DIR", tmp_path / "cache")
+    monkeypatch.setattr(classifier_datasets, "CACHE_DIR", tmp_path / "cache")
     for cls in ("glioma", "meningioma", "notumor", "pituitary"):
         (tmp_path / "data" / cls).mkdir(parents=True)
         for source in sorted((TRAINING / cls).glob("*.jpg"))[:6]:

@@ -31,9 +31,10 @@ from scipy import ndimage
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from ClinicalFMambaLib.classifier_data import (list_class_folders, prepare_image,  # noqa: E402
-                                               prepare_volume, read_image, read_volume, window)
+from ClinicalFMambaLib.classifier_datasets import list_class_folders  # noqa: E402
+from ClinicalFMambaLib.classifier_images import prepare_image, read_image, window  # noqa: E402
 from ClinicalFMambaLib.classifier_train import classification_metrics, roc_auc  # noqa: E402
+from ClinicalFMambaLib.classifier_volumes import prepare_volume, read_volume  # noqa: E402
 from ClinicalFMambaLib.classify import (classify_images, classify_volume,  # noqa: E402
                                         heatmap_overlay, load_classifier)
 

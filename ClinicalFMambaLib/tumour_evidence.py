@@ -1,0 +1,103 @@
+"""Tumour evidence on the axial slices of a brain volume: per-pixel heatmap, calibrated
+per-slice probability and the volume rule (see docs/classifier.md, "Volume verdict").
+
+The evidence network (``tumour_seg_model``) was trained on labelled skull-stripped MRI
+volumes of every contrast and on fused pairs; its slice scores are turned into
+probabilities by Platt scaling fitted on leave-one-case-out predictions, stored with the
+weights. The volume's tumour probability is the ``VOLUME_RANK``-th highest slice
+probability among the slices that hold enough brain: a tumour spans several slices, a single
+suspicious slice does not make one.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .classifier_volumes import MIN_BRAIN_FRACTION, prepare_volume, slices_to_volume
+from .tumour_seg_model import TumourSegNet, build_seg_model, slice_logits
+from .weights import bundled, load_network
+
+BUNDLED_EVIDENCE = "tumour_evidence.safetensors"
+VOLUME_RANK = 3
+# Voxels whose tumour probability is below HEATMAP_FLOOR are left out of the heatmap: it shows
+# the region the network calls tumour, weighted by its probability, not a faint haze over the
+# whole brain (which would hold most of the map's mass).
+HEATMAP_FLOOR = 0.5
+# Volume tumour probability at or above TUMOUR_AT: a tumour; at or below NO_TUMOUR_AT: none;
+# in between the verdict is "uncertain".
+TUMOUR_AT = 0.7
+NO_TUMOUR_AT = 0.3
+
+
+@dataclass
+class TumourEvidence:
+    net: TumourSegNet
+    config: dict
+
+    @property
+    def input_size(self) -> int:
+        return int(self.config["input_size"])
+
+    def calibrate(self, logits: np.ndarray) -> np.ndarray:
+        """Slice logits -> calibrated probabilities (Platt scaling)."""
+        scale, shift = self.config["calibration"]
+        return 1.0 / (1.0 + np.exp(-(scale * np.asarray(logits, np.float64) + shift)))
+
+
+@dataclass(frozen=True)
+class SliceEvidence:
+    logits: np.ndarray          # (Z,) slice scores before calibration
+    probabilities: np.ndarray   # (Z,) calibrated tumour probability per axial slice
+    heatmap: np.ndarray         # input's shape, per-voxel tumour probability, 0 outside brain
+    brain_area: np.ndarray      # (Z,)
+    eligible: np.ndarray        # (Z,) slices that take part in the volume verdict
+
+
+_LOADED: dict[tuple, TumourEvidence] = {}
+
+
+def load_tumour_evidence(path: str | Path | None = None, verify: bool = True) -> TumourEvidence:
+    """Load (once per file) the evidence network; default: the bundled one."""
+    path = Path(path) if path is not None else bundled(BUNDLED_EVIDENCE)
+    stat = path.stat()
+    key = (str(path.resolve()), stat.st_mtime_ns, stat.st_size, verify)
+    if key not in _LOADED:
+        net, config = load_network(path, "TumourSegNet", "a tumour-evidence network",
+                                   build_seg_model, verify)
+        _LOADED[key] = TumourEvidence(net, config)
+    return _LOADED[key]
+
+
+@torch.no_grad()
+def pixel_logits(net: TumourSegNet, images: np.ndarray) -> torch.Tensor:
+    """(N, S, S) prepared slices -> (N, 1, S, S) logits."""
+    return net(torch.from_numpy(np.ascontiguousarray(images, np.float32))[:, None])
+
+
+def volume_evidence(evidence: TumourEvidence, volume: np.ndarray, direction=None,
+                    space: str = "LPS", batch_size: int = 32) -> SliceEvidence:
+    """Calibrated slice probabilities and the voxel heatmap of a (z, y, x) volume."""
+    slices = prepare_volume(volume, evidence.input_size, direction, space)
+    logits, maps = [], []
+    for start in range(0, len(slices.images), batch_size):
+        pixel = pixel_logits(evidence.net, slices.images[start:start + batch_size])
+        logits.append(slice_logits(pixel))
+        probabilities = torch.sigmoid(pixel[:, 0])
+        maps.append(probabilities * (probabilities >= HEATMAP_FLOOR))
+    heatmap = slices_to_volume(torch.cat(maps), slices)
+    area = slices.brain_area
+    eligible = area >= MIN_BRAIN_FRACTION * area.max()
+    raw = torch.cat(logits).numpy()
+    return SliceEvidence(raw, evidence.calibrate(raw), heatmap, area, eligible)
+
+
+def volume_tumour_probability(slice_probabilities: np.ndarray, eligible: np.ndarray) -> float:
+    """The VOLUME_RANK-th highest slice probability among eligible slices."""
+    values = np.sort(np.asarray(slice_probabilities)[np.asarray(eligible, bool)])[::-1]
+    if len(values) == 0:
+        raise ValueError("no slice holds enough brain for a volume verdict")
+    return float(values[min(VOLUME_RANK, len(values)) - 1])

@@ -1,0 +1,94 @@
+"""Axial slices of labelled brain volumes for the tumour-evidence network, and the
+classical anchors it is measured against.
+
+A volume is prepared exactly as ``classify_volume`` prepares it (radiological axial view,
+window over the brain, square crop around the brain, resized); the tumour segmentation
+goes through the same orientation and crop, so every slice image has its pixel mask.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+import torch
+from scipy import ndimage
+
+from .classifier_images import resize_batch
+from .classifier_volumes import VolumeSlices, prepare_volume
+
+SEGMENTATION_NAME = "tumor_seg.nii.gz"
+# Bright FLAIR voxels of the asymmetry anchor: the top 3 % of the brain's intensities.
+ANCHOR_BRIGHT_FRACTION = 0.03
+ANCHOR_SIGMA_VOXELS = 3.0
+
+
+@dataclass(frozen=True)
+class LabelledSlices:
+    """Prepared slices of one volume with their tumour masks at the model's resolution."""
+
+    name: str
+    images: np.ndarray       # (Z, S, S) float32 in [0, 1]
+    masks: np.ndarray        # (Z, S, S) bool
+    brain_area: np.ndarray   # (Z,) brain pixels per slice of the input grid
+    has_tumour: np.ndarray   # (Z,) bool, any tumour voxel in the slice (input grid)
+
+
+def read_array(path: str | Path) -> np.ndarray:
+    return sitk.GetArrayFromImage(sitk.ReadImage(str(path)))
+
+
+def crop_like(volume: np.ndarray, slices: VolumeSlices) -> np.ndarray:
+    """(Z, side, side) crops of an input-grid array (e.g. a segmentation) with the square box
+    and orientation ``prepare_volume`` used; outside the slice stays 0."""
+    oriented = slices.orientation.apply(volume).astype(np.float32)
+    y0, y1, x0, x1 = slices.box
+    side = y1 - y0
+    crops = np.zeros((oriented.shape[0], side, side), np.float32)
+    sy0, sx0 = max(y0, 0), max(x0, 0)
+    sy1, sx1 = min(y1, oriented.shape[1]), min(x1, oriented.shape[2])
+    crops[:, sy0 - y0:sy1 - y0, sx0 - x0:sx1 - x0] = oriented[:, sy0:sy1, sx0:sx1]
+    return crops
+
+
+def labelled_slices(name: str, volume: np.ndarray, segmentation: np.ndarray, size: int,
+                    direction=None) -> LabelledSlices:
+    """Slices of ``volume`` as the model sees them, with ``segmentation > 0`` as masks."""
+    slices = prepare_volume(volume, size, direction)
+    tumour = crop_like((segmentation > 0).astype(np.float32), slices)
+    masks = np.concatenate([resize_batch(tumour[i:i + 64], size).numpy()
+                            for i in range(0, len(tumour), 64)]) >= 0.5
+    has_tumour = slices.orientation.apply(segmentation > 0).any(axis=(1, 2))
+    return LabelledSlices(name, slices.images, masks, slices.brain_area, has_tumour)
+
+
+# --------------------------------------------------------------------------- anchors
+
+def bright_voxels(flair: np.ndarray, brain: np.ndarray) -> np.ndarray:
+    """The brightest ANCHOR_BRIGHT_FRACTION of the brain's FLAIR voxels."""
+    level = np.quantile(flair[brain], 1.0 - ANCHOR_BRIGHT_FRACTION)
+    return brain & (flair > level)
+
+
+def asymmetry_scores(flair: np.ndarray, brain: np.ndarray) -> np.ndarray:
+    """Classical slice score: how one-sided the bright FLAIR voxels of each axial slice are,
+    |left - right| counted about the brain's mid-sagittal column, over the brain's size."""
+    bright = bright_voxels(flair, brain)
+    xs = np.nonzero(brain.any(axis=(0, 1)))[0]
+    middle = (xs.min() + xs.max() + 1) / 2
+    columns = np.arange(brain.shape[2]) + 0.5
+    left = bright[:, :, columns < middle].sum(axis=(1, 2))
+    right = bright[:, :, columns >= middle].sum(axis=(1, 2))
+    return np.abs(left - right) / max(1, int(brain.sum(axis=(1, 2)).max()))
+
+
+def bright_heatmap(flair: np.ndarray, brain: np.ndarray) -> np.ndarray:
+    """Classical heatmap: the bright FLAIR voxels smoothed in-plane (Gaussian, 3 voxels)."""
+    bright = bright_voxels(flair, brain).astype(np.float32)
+    return ndimage.gaussian_filter(bright, sigma=(0, ANCHOR_SIGMA_VOXELS, ANCHOR_SIGMA_VOXELS))
+
+
+def to_tensor(images: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(images, dtype=np.float32))[:, None]

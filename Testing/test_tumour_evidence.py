@@ -1,0 +1,197 @@
+"""Tumour evidence on volumes and the scope guard: data preparation, training step, the
+volume rule, and the bundled models' contract on real images and volumes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import SimpleITK as sitk
+import torch
+
+from ClinicalFMambaLib.classifier_images import colourfulness, read_image
+from ClinicalFMambaLib.classify import classify_image, classify_volume, load_classifier
+from ClinicalFMambaLib.cli import main
+from ClinicalFMambaLib.scope_guard import MAX_COLOURFULNESS, fit_scope_guard, image_problem
+from ClinicalFMambaLib.tumour_evidence import VOLUME_RANK, volume_tumour_probability
+from ClinicalFMambaLib.tumour_seg_model import TumourSegNet, slice_logits
+from ClinicalFMambaLib.tumour_seg_train import (SlicePool, augment_labelled, carve_mix,
+                                                seg_loss, train_seg)
+from ClinicalFMambaLib.tumour_slices import asymmetry_scores, bright_heatmap, labelled_slices
+
+DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+TCGA = DATA / "brain3d" / "TCGA-DU-7294"
+TESTING = DATA / "tumor-mri" / "Testing"
+needs_data = pytest.mark.skipif(not TCGA.is_dir(), reason=f"real data not found under {DATA}")
+
+
+@pytest.fixture(scope="module")
+def tcga_slab():
+    """FLAIR and segmentation of 40 axial slices of TCGA-DU-7294 across the tumour's top."""
+    flair = sitk.GetArrayFromImage(sitk.ReadImage(str(TCGA / "flair.nii.gz")))
+    seg = sitk.GetArrayFromImage(sitk.ReadImage(str(TCGA / "tumor_seg.nii.gz")))
+    return np.ascontiguousarray(flair[80:120]), np.ascontiguousarray(seg[80:120])
+
+
+@pytest.fixture(scope="module")
+def model():
+    return load_classifier()
+
+
+@needs_data
+def test_labelled_slices_carry_the_segmentation(tcga_slab):
+    flair, seg = tcga_slab
+    before = flair.copy()
+    slices = labelled_slices("TCGA/flair", flair, seg, 64)
+    np.testing.assert_array_equal(flair, before)
+    assert slices.images.shape == slices.masks.shape == (40, 64, 64)
+    assert slices.has_tumour.tolist() == (seg > 0).any(axis=(1, 2)).tolist()
+    # The mask lands on the bright FLAIR lesion: mean intensity inside well above the brain's.
+    inside = slices.images[slices.masks]
+    brain = slices.images[(slices.images > 0) & ~slices.masks]
+    assert inside.mean() > brain.mean() + 0.15
+    assert not slices.masks[~slices.has_tumour].any()
+
+
+@needs_data
+def test_classical_anchors_separate_tumour_slices(tcga_slab):
+    flair, seg = tcga_slab
+    brain = flair > 0
+    scores = asymmetry_scores(flair.astype(np.float32), brain)
+    has = (seg > 0).any(axis=(1, 2))
+    assert scores[has].mean() > 2 * scores[~has].mean()
+    heat = bright_heatmap(flair.astype(np.float32), brain)
+    share = (heat[has] * (seg[has] > 0)).sum() / heat[has].sum()
+    assert share > 0.4
+
+
+@needs_data
+def test_carve_mix_and_augmentation_keep_images_and_masks_paired(tcga_slab):
+    flair, seg = tcga_slab
+    slices = labelled_slices("TCGA/flair", flair, seg, 64)
+    pool = SlicePool([slices])
+    generator = torch.Generator().manual_seed(0)
+    source = int(np.flatnonzero(slices.masks.any(axis=(1, 2)))[0])
+    target = int(np.flatnonzero(~slices.has_tumour & (slices.brain_area > 0))[-1])
+    image, mask = carve_mix(torch.from_numpy(slices.images[target])[None],
+                            torch.from_numpy(slices.images[source])[None],
+                            torch.from_numpy(slices.masks[source].astype(np.float32))[None],
+                            torch.Generator().manual_seed(1))
+    assert mask.sum() > 0 and torch.all(image[mask > 0] >= 0)
+    assert torch.all(mask <= (torch.from_numpy(slices.images[target])[None] > 0).float())
+    images, masks = pool.sample(8, generator, carvemix=1.0)
+    assert images.shape == masks.shape == (8, 1, 64, 64)
+    assert all(m.sum() > 0 for m in masks)  # half tumour slices, half with a pasted tumour
+    images, masks = augment_labelled(images, masks, generator)
+    assert set(torch.unique(masks).tolist()) <= {0.0, 1.0}
+    assert images.min() >= 0 and images.max() <= 1
+    assert torch.all(images[masks > 0] > 0)  # the tumour stays inside the brain
+
+
+@needs_data
+def test_training_steps_lower_the_loss_on_real_slices(tcga_slab):
+    flair, seg = tcga_slab
+    pool = SlicePool([labelled_slices("TCGA/flair", flair, seg, 64)])
+    negatives = torch.rand(6, 1, 64, 64)
+    net = train_seg(pool, negatives, steps=2, batch_size=6, log=lambda line: None)
+    images, masks = pool.sample(6, torch.Generator().manual_seed(3), carvemix=0.0)
+    with torch.no_grad():
+        logits = net(images)
+    assert logits.shape == (6, 1, 64, 64)
+    assert torch.isfinite(seg_loss(logits, masks))
+
+
+def test_slice_score_pools_the_most_suspicious_pixels():
+    logits = torch.full((2, 1, 32, 32), -5.0)
+    logits[1, 0, :4, :4] = 3.0
+    scores = slice_logits(logits, top=16)
+    assert scores[0] == pytest.approx(-5.0) and scores[1] == pytest.approx(3.0)
+    assert TumourSegNet([4, 8])(torch.rand(1, 1, 32, 32)).shape == (1, 1, 32, 32)
+
+
+def test_volume_rule_needs_several_suspicious_slices():
+    probabilities = np.array([0.99, 0.1, 0.1, 0.2, 0.05, 0.95])
+    eligible = np.ones(6, bool)
+    assert VOLUME_RANK == 3
+    assert volume_tumour_probability(probabilities, eligible) == pytest.approx(0.2)
+    eligible[[1, 2, 3]] = False  # slices without enough brain never decide
+    assert volume_tumour_probability(probabilities, eligible) == pytest.approx(0.05)
+    with pytest.raises(ValueError, match="brain"):
+        volume_tumour_probability(probabilities, np.zeros(6, bool))
+
+
+def test_scope_guard_threshold_and_plain_checks():
+    rng = np.random.default_rng(0)
+    features = torch.from_numpy(rng.normal(size=(600, 8))).float()
+    labels = torch.arange(600) % 2
+    features[labels == 1] += 3.0
+    guard = fit_scope_guard(features, labels, quantile=0.99)
+    assert 0.005 <= float((~guard.in_scope(features)).float().mean()) <= 0.015
+    far = features[:5] + 40.0
+    assert not guard.in_scope(far).any()
+    assert "constant" in image_problem(np.zeros((64, 64), np.float32))
+    sparse = np.zeros((64, 64), np.float32)
+    sparse[:4, :4] = 1.0
+    assert "almost empty" in image_problem(sparse)
+    assert image_problem(rng.random((64, 64)).astype(np.float32)) is None
+
+
+@needs_data
+def test_colour_is_measured_on_the_file_as_stored(tmp_path):
+    import skimage.data
+    from PIL import Image
+
+    jpeg = TESTING / "glioma" / "Te-glTr_0000.jpg"  # grey MRI stored as RGB
+    assert colourfulness(read_image(jpeg, grey=False)) < MAX_COLOURFULNESS
+    assert read_image(jpeg).ndim == 2
+    Image.fromarray(skimage.data.coffee()).save(tmp_path / "coffee.png")
+    coffee = read_image(tmp_path / "coffee.png", grey=False)
+    assert coffee.shape[2] == 3 and colourfulness(coffee) > MAX_COLOURFULNESS
+    assert "colour" in image_problem(np.full((8, 8), 0.5, np.float32), colourfulness(coffee))
+
+
+@needs_data
+def test_photos_noise_and_constant_images_are_refused(model):
+    import skimage.data
+
+    rng = np.random.default_rng(0)
+    for image in (skimage.data.chelsea(), skimage.data.coffee(),
+                  rng.integers(0, 256, (128, 128, 3)).astype(np.uint8), np.full((64, 64), 3.0)):
+        result = classify_image(model, image)
+        assert not result.in_scope and result.prediction is None and result.reason
+    for name in ("glioma/Te-glTr_0000.jpg", "notumor/Te-noTr_0001.jpg"):
+        result = classify_image(model, read_image(TESTING / name))
+        assert result.in_scope and result.reason is None
+        assert result.prediction == name.split("/")[0]
+
+
+@needs_data
+def test_cli_contract_for_refused_and_accepted_inputs(tmp_path, capsys):
+    import skimage.data
+    from PIL import Image
+
+    photo = tmp_path / "cat.png"
+    Image.fromarray(skimage.data.chelsea()).save(photo)
+    brain = TESTING / "glioma" / "Te-glTr_0000.jpg"
+    assert main(["classify", str(photo), str(brain), "--json"]) == 0
+    cat, glioma = [json.loads(line) for line in capsys.readouterr().out.strip().splitlines()]
+    assert cat["in_scope"] is False and cat["prediction"] is None and cat["reason"]
+    assert glioma["in_scope"] is True and glioma["prediction"] == "glioma"
+    assert main(["classify", str(photo)]) == 0
+    assert "not classified" in capsys.readouterr().out
+
+
+@needs_data
+def test_glioma_volume_gets_a_tumour_verdict_and_a_localising_heatmap(model, tcga_slab):
+    flair, seg = tcga_slab
+    result = classify_volume(model, flair)
+    assert result.in_scope
+    assert result.tumour_probability is not None and result.prediction not in ("notumor", None)
+    has = (seg > 0).any(axis=(1, 2))
+    tumour_column = 1.0 - result.slice_probabilities[:, model.no_tumour_index]
+    assert tumour_column[has].mean() > tumour_column[~has].mean()
+    heat = result.heatmap
+    assert heat.shape == flair.shape and heat.min() >= 0 and heat.max() <= 1
+    assert (heat[has] * (seg[has] > 0)).sum() / heat[has].sum() > 0.3

@@ -1,0 +1,261 @@
+"""Train the tumour-evidence network leave-one-case-out, calibrate it, train the bundled
+model on every labelled case, and report every fold beside the classical anchors.
+
+    python scripts/train_tumour_evidence.py --steps 800 \\
+        --output Resources/weights/tumour_evidence.safetensors --report runs/tumour-evidence
+
+For each brain3d case with a tumour segmentation: a network trained on the other labelled
+cases predicts every contrast and fused pair of it (slice AUC, heatmap share inside the
+tumour, peak distance, volume verdict), next to the FLAIR asymmetry anchors. The
+out-of-fold slice scores fit the Platt calibration (reliability table and ECE reported).
+Cases without a segmentation (BraTS-GLI-00001-000) are only ever predicted, by every model.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+import SimpleITK as sitk
+import torch
+from scipy import ndimage
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from ClinicalFMambaLib.classifier_volumes import brain_mask  # noqa: E402
+from ClinicalFMambaLib.classifier_train import roc_auc  # noqa: E402
+from ClinicalFMambaLib.tumour_evidence import (NO_TUMOUR_AT, TUMOUR_AT, VOLUME_RANK,  # noqa: E402
+                                               TumourEvidence, volume_evidence,
+                                               volume_tumour_probability)
+from ClinicalFMambaLib.tumour_seg_model import DEFAULT_SEG_ARCH, TumourSegNet  # noqa: E402
+from ClinicalFMambaLib.tumour_seg_train import (SlicePool, case_images, case_slices,  # noqa: E402
+                                                jpeg_negatives, train_seg)
+from ClinicalFMambaLib.tumour_slices import (SEGMENTATION_NAME, asymmetry_scores,  # noqa: E402
+                                             bright_heatmap, read_array)
+from ClinicalFMambaLib.weights import save_weights  # noqa: E402
+
+DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
+RELIABILITY_BINS = 10
+
+
+def verdict(probability: float) -> str:
+    if probability >= TUMOUR_AT:
+        return "tumour"
+    return "no tumour" if probability <= NO_TUMOUR_AT else "uncertain"
+
+
+def platt(logits: np.ndarray, labels: np.ndarray, steps: int = 2000) -> tuple[float, float]:
+    """Logistic fit p = sigmoid(a * logit + b) by gradient descent on the log loss."""
+    x = torch.tensor(logits, dtype=torch.float64)
+    y = torch.tensor(labels, dtype=torch.float64)
+    params = torch.tensor([1.0, 0.0], dtype=torch.float64, requires_grad=True)
+    optimiser = torch.optim.LBFGS([params], max_iter=steps)
+
+    def closure():
+        optimiser.zero_grad()
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(params[0] * x + params[1], y)
+        loss.backward()
+        return loss
+
+    optimiser.step(closure)
+    return float(params[0].detach()), float(params[1].detach())
+
+
+def reliability(probabilities: np.ndarray, labels: np.ndarray) -> tuple[list[dict], float]:
+    """Equal-width bins: count, mean predicted, observed rate; expected calibration error."""
+    edges = np.linspace(0, 1, RELIABILITY_BINS + 1)
+    rows, ece = [], 0.0
+    for lo, hi in zip(edges[:-1], edges[1:]):
+        inside = (probabilities >= lo) & ((probabilities < hi) | (hi == 1.0))
+        if inside.any():
+            predicted, observed = probabilities[inside].mean(), labels[inside].mean()
+            ece += inside.mean() * abs(predicted - observed)
+            rows.append({"bin": f"{lo:.1f}-{hi:.1f}", "n": int(inside.sum()),
+                         "predicted": round(float(predicted), 3),
+                         "observed": round(float(observed), 3)})
+    return rows, float(ece)
+
+
+def heatmap_numbers(heat: np.ndarray, tumour: np.ndarray, spacing: tuple[float, ...]) -> dict:
+    """Share of the heatmap's mass inside the tumour on tumour slices; in-plane distance
+    (mm) from each tumour slice's heatmap peak to the tumour."""
+    on = tumour.any(axis=(1, 2))
+    share = float((heat[on] * tumour[on]).sum() / max(heat[on].sum(), 1e-12))
+    distances = []
+    for z in np.flatnonzero(on):
+        if heat[z].max() <= 0:
+            continue
+        peak = np.unravel_index(np.argmax(heat[z]), heat[z].shape)
+        field = ndimage.distance_transform_edt(~tumour[z], sampling=(spacing[1], spacing[0]))
+        distances.append(field[peak])
+    return {"inside_share": share,
+            "peak_median_mm": float(np.median(distances)) if distances else None,
+            "peak_within_10mm": float(np.mean(np.array(distances) <= 10)) if distances else None}
+
+
+def out_of_fold_scores(evidence: TumourEvidence, case: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Raw slice scores and labels of the brain slices of every image of a labelled case."""
+    tumour = read_array(case / SEGMENTATION_NAME) > 0
+    scores, labels = [], []
+    for image in case_images(case).values():
+        result = volume_evidence(evidence, sitk.GetArrayFromImage(image), image.GetDirection())
+        brain = result.brain_area > 0
+        scores.append(result.logits[brain])
+        labels.append(tumour.any(axis=(1, 2))[brain])
+    return np.concatenate(scores), np.concatenate(labels)
+
+
+def evaluate_case(evidence: TumourEvidence, case: Path) -> dict:
+    """Every image of a case through ``evidence``, and the anchors on its FLAIR."""
+    labelled = (case / SEGMENTATION_NAME).exists()
+    tumour = read_array(case / SEGMENTATION_NAME) > 0 if labelled else None
+    rows = {}
+    for kind, image in case_images(case).items():
+        array = sitk.GetArrayFromImage(image)
+        result = volume_evidence(evidence, array, image.GetDirection())
+        probability = volume_tumour_probability(result.probabilities, result.eligible)
+        row = {"volume_probability": probability, "verdict": verdict(probability)}
+        if labelled:
+            has = tumour.any(axis=(1, 2))
+            brain = result.brain_area > 0
+            row["slice_auc"] = roc_auc(has[brain], result.probabilities[brain])
+            row.update(heatmap_numbers(result.heatmap, tumour, image.GetSpacing()))
+        rows[kind] = row
+    if labelled:
+        flair = read_array(case / "flair.nii.gz").astype(np.float32)
+        brain = brain_mask(flair)
+        has = tumour.any(axis=(1, 2))
+        with_brain = brain.any(axis=(1, 2))
+        rows["anchor (FLAIR asymmetry)"] = {
+            "slice_auc": roc_auc(has[with_brain], asymmetry_scores(flair, brain)[with_brain]),
+            **heatmap_numbers(bright_heatmap(flair, brain) * brain, tumour,
+                              sitk.ReadImage(str(case / "flair.nii.gz")).GetSpacing())}
+    return rows
+
+
+def train_on(data: Path, names: list[str], steps: int, batch_size: int, size: int,
+             threads: int) -> dict[str, torch.Tensor]:
+    """Weights of a network trained on the named labelled cases (runs in its own process)."""
+    torch.set_num_threads(threads)
+    negatives = jpeg_negatives(data / "tumor-mri" / "Training", size)
+    pool = SlicePool([v for name in names for v in case_slices(data / "brain3d" / name, size)])
+    log = lambda line: print(f"[{'+'.join(names)}] {line}", flush=True)  # noqa: E731
+    return train_seg(pool, negatives, steps, batch_size, log=log).state_dict()
+
+
+def markdown(report: dict) -> str:
+    """The report's tables: every leave-one-case-out fold beside the anchors, calibration."""
+    def number(value, digits: int = 3) -> str:
+        return "–" if value is None else f"{value:.{digits}f}"
+
+    lines = ["| held-out case | input | slice AUC | heatmap share in tumour (tumour slices) "
+             "| peak ≤ 10 mm | median peak distance, mm | volume P(tumour) | verdict |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for held_out, cases in report["leave_one_case_out"].items():
+        for kind, row in cases[held_out].items():
+            lines.append(f"| {held_out} | {kind} | {number(row.get('slice_auc'))} | "
+                         f"{number(row.get('inside_share'))} | "
+                         f"{number(row.get('peak_within_10mm'), 2)} | "
+                         f"{number(row.get('peak_median_mm'), 1)} | "
+                         f"{number(row.get('volume_probability'), 2)} | "
+                         f"{row.get('verdict', '–')} |")
+    lines += ["", "| model | unlabelled case | input | volume P(tumour) | verdict |",
+              "| --- | --- | --- | --- | --- |"]
+    models = {f"fold without {k}": v for k, v in report["leave_one_case_out"].items()}
+    models["bundled (all labelled cases)"] = report["final_model_on_unlabelled_cases"]
+    for model, cases in models.items():
+        for case, rows in cases.items():
+            if case in report["leave_one_case_out"]:
+                continue
+            for kind, row in rows.items():
+                lines.append(f"| {model} | {case} | {kind} | "
+                             f"{number(row['volume_probability'], 2)} | {row['verdict']} |")
+    lines += ["", f"Calibration (Platt, on the out-of-fold slice scores): p = sigmoid("
+              f"{report['calibration'][0]:.3f} * score + {report['calibration'][1]:.3f}); "
+              f"ECE {report['ece']:.3f}.", "",
+              "| predicted | slices | mean predicted | observed tumour rate |",
+              "| --- | --- | --- | --- |"]
+    lines += [f"| {r['bin']} | {r['n']} | {r['predicted']:.3f} | {r['observed']:.3f} |"
+              for r in report["reliability"]]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", type=Path, default=DATA, help="the shared data folder")
+    parser.add_argument("--steps", type=int, default=800, help="training steps per model")
+    parser.add_argument("--batch-size", type=int, default=18)
+    parser.add_argument("--size", type=int, default=96, help="slice size the network sees")
+    parser.add_argument("--threads", type=int, default=1, help="threads per training process")
+    parser.add_argument("--jobs", type=int, default=3,
+                        help="networks trained at once (the folds and the final model)")
+    parser.add_argument("--output", type=Path, required=True, help="weights of the final model")
+    parser.add_argument("--report", type=Path, required=True, help="folder for report.json")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    start = time.time()
+    cases = sorted(p for p in (args.data / "brain3d").iterdir() if p.is_dir())
+    labelled = [c for c in cases if (c / SEGMENTATION_NAME).exists()]
+    for case in labelled:  # the fused inputs are made (and cached) once, before the workers
+        case_images(case)
+    config = {"model": "TumourSegNet", "arch": DEFAULT_SEG_ARCH, "input_size": args.size,
+              "calibration": [1.0, 0.0]}
+    plans = {held_out.name: [c.name for c in labelled if c != held_out] for held_out in labelled}
+    plans["final"] = [c.name for c in labelled]
+    with ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = {key: pool.submit(train_on, args.data, names, args.steps, args.batch_size,
+                                    args.size, args.threads) for key, names in plans.items()}
+        nets = {}
+        for key, future in futures.items():
+            nets[key] = TumourSegNet(DEFAULT_SEG_ARCH["widths"])
+            nets[key].load_state_dict(future.result())
+            nets[key].eval()
+    print(f"trained {list(nets)} ({time.time() - start:.0f} s)", flush=True)
+    args.report.mkdir(parents=True, exist_ok=True)
+    for key, net in nets.items():  # the fold models, for later checks
+        torch.save(net.state_dict(), args.report / f"net_{key}.pt")
+    final = nets.pop("final")
+    fold_nets = nets
+    scores, labels = [], []
+    for held_out in labelled:
+        fold_scores, fold_labels = out_of_fold_scores(
+            TumourEvidence(fold_nets[held_out.name], config), held_out)
+        scores.append(fold_scores)
+        labels.append(fold_labels)
+    scores, labels = np.concatenate(scores), np.concatenate(labels)
+    config["calibration"] = list(platt(scores, labels))
+    table, ece = reliability(TumourEvidence(None, config).calibrate(scores), labels.astype(float))
+    print(f"calibration {config['calibration']}, ECE {ece:.3f}", flush=True)
+    unlabelled = [c for c in cases if c not in labelled]
+    folds = {name: {c.name: evaluate_case(TumourEvidence(net, config), c)
+                    for c in [args.data / "brain3d" / name] + unlabelled}
+             for name, net in fold_nets.items()}
+    final_rows = {c.name: evaluate_case(TumourEvidence(final, config), c) for c in unlabelled}
+    command = "python scripts/train_tumour_evidence.py " + " ".join(argv or sys.argv[1:])
+    report = {"command": command, "calibration": config["calibration"],
+              "reliability": table, "ece": ece, "leave_one_case_out": folds,
+              "final_model_on_unlabelled_cases": final_rows,
+              "rule": {"volume_rank": VOLUME_RANK, "tumour_at": TUMOUR_AT,
+                       "no_tumour_at": NO_TUMOUR_AT},
+              "seconds": round(time.time() - start)}
+    args.report.mkdir(parents=True, exist_ok=True)
+    (args.report / "report.json").write_text(json.dumps(report, indent=1))
+    (args.report / "report.md").write_text(markdown(report))
+    save_weights(final.state_dict(), args.output, config,
+                 {"command": command, "ece": ece,
+                  "trained_on": [c.name for c in labelled],
+                  "leave_one_case_out_slice_auc": {
+                      name: {kind: row.get("slice_auc") for kind, row in rows[name].items()}
+                      for name, rows in folds.items()}})
+    print(json.dumps(report, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
