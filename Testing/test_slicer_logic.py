@@ -152,7 +152,7 @@ def test_heatmap_node_and_colour_table(run, sample):
     heat = slicer.util.arrayFromVolume(heatmap)
     assert heat.shape == slicer.util.arrayFromVolume(fused).shape
     assert np.array_equal(matrix_of(heatmap), matrix_of(sample[0]))
-    assert 0.0 <= heat.min() and heat.max() == pytest.approx(1.0)
+    assert 0.0 <= heat.min() and 0.0 < heat.max() <= 1.0
     display = heatmap.GetDisplayNode()
     assert display.GetColorNode().GetName() == module.HEATMAP_COLORS
     assert display.GetColorNode().GetNumberOfColors() > 1
