@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import torch
@@ -127,9 +128,28 @@ class VolumeSlices:
     orientation: Orientation
 
 
-def prepare_volume(volume: np.ndarray, size: int, direction=None,
-                   space: str = "LPS") -> VolumeSlices:
-    """Orient, mask, window (over the brain) and crop every axial slice of ``volume``."""
+def crop_box(oriented: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
+    """(Z, side, side) float32 crops of an oriented (Z, Y, X) array to the square ``box``
+    (y0, y1, x0, x1); what lies outside the slice is 0."""
+    y0, y1, x0, x1 = box
+    side = y1 - y0
+    crops = np.zeros((oriented.shape[0], side, side), np.float32)
+    sy0, sx0 = max(y0, 0), max(x0, 0)
+    sy1, sx1 = min(y1, oriented.shape[1]), min(x1, oriented.shape[2])
+    crops[:, sy0 - y0:sy1 - y0, sx0 - x0:sx1 - x0] = oriented[:, sy0:sy1, sx0:sx1]
+    return crops
+
+
+def resize_slices(slices: np.ndarray, size: int) -> np.ndarray:
+    """(Z, H, W) -> (Z, size, size) float32, antialiased, 64 slices at a time."""
+    return np.concatenate([resize_batch(slices[i:i + 64], size).numpy()
+                           for i in range(0, len(slices), 64)])
+
+
+def prepare_volume_sizes(volume: np.ndarray, sizes: Sequence[int], direction=None,
+                         space: str = "LPS") -> list[VolumeSlices]:
+    """``prepare_volume`` at each of ``sizes``; orienting, masking, windowing and cropping
+    are done once."""
     array = check_volume(volume)
     orientation = orientation_from_direction(direction, space)
     oriented = orientation.apply(array).astype(np.float32)
@@ -143,13 +163,16 @@ def prepare_volume(volume: np.ndarray, size: int, direction=None,
     side = int(math.ceil(side * (1 + 2 * BRAIN_BOX_MARGIN)))
     y0, x0 = int(round(cy - side / 2)), int(round(cx - side / 2))
     box = (y0, y0 + side, x0, x0 + side)
-    crops = np.zeros((oriented.shape[0], side, side), np.float32)
-    sy0, sx0 = max(y0, 0), max(x0, 0)
-    sy1, sx1 = min(y0 + side, oriented.shape[1]), min(x0 + side, oriented.shape[2])
-    crops[:, sy0 - y0:sy1 - y0, sx0 - x0:sx1 - x0] = (windowed * mask)[:, sy0:sy1, sx0:sx1]
-    images = np.concatenate([resize_batch(crops[i:i + 64], size).numpy()
-                             for i in range(0, len(crops), 64)])
-    return VolumeSlices(images, mask, mask.sum(axis=(1, 2)).astype(np.int64), box, orientation)
+    crops = crop_box(windowed * mask, box)
+    area = mask.sum(axis=(1, 2)).astype(np.int64)
+    return [VolumeSlices(resize_slices(crops, size), mask, area, box, orientation)
+            for size in sizes]
+
+
+def prepare_volume(volume: np.ndarray, size: int, direction=None,
+                   space: str = "LPS") -> VolumeSlices:
+    """Orient, mask, window (over the brain) and crop every axial slice of ``volume``."""
+    return prepare_volume_sizes(volume, [size], direction, space)[0]
 
 
 def slices_to_volume(maps: torch.Tensor, slices: VolumeSlices) -> np.ndarray:

@@ -31,10 +31,11 @@ import torch.nn.functional as F
 
 from .classifier_images import check_image, colourfulness, prepare_image, to_original
 from .classifier_model import TumourNet, build_model
-from .classifier_volumes import MIN_BRAIN_FRACTION, brain_mask, prepare_volume, slices_to_volume
+from .classifier_volumes import (MIN_BRAIN_FRACTION, brain_mask, prepare_volume_sizes,
+                                 slices_to_volume)
 from .scope_guard import ScopeGuard, image_problem, load_scope_guard
-from .tumour_evidence import (NO_TUMOUR_AT, TUMOUR_AT, TumourEvidence, load_tumour_evidence,
-                              volume_evidence, volume_tumour_probability)
+from .tumour_evidence import (TumourEvidence, load_tumour_evidence, slice_evidence,
+                              tumour_verdict, volume_tumour_probability)
 from .weights import bundled, load_network
 
 __all__ = ["Cancelled", "Classifier", "ImageResult", "VolumeResult", "aggregate_slices",
@@ -255,7 +256,7 @@ class VolumeResult:
         if not self.in_scope:
             return None
         if self.tumour_probability is not None and \
-                NO_TUMOUR_AT < self.tumour_probability < TUMOUR_AT:
+                tumour_verdict(self.tumour_probability) == "uncertain":
             return "uncertain"
         return self.classes[int(np.argmax(self.probabilities))]
 
@@ -299,7 +300,9 @@ def classify_volume(model: Classifier, volume: np.ndarray, batch_size: int = 16,
     ``progress(done, total)`` is called after each batch; ``cancel()`` returning True stops
     with ``Cancelled``.
     """
-    slices = prepare_volume(volume, model.input_size, direction, space)
+    with_evidence = model.evidence is not None and model.no_tumour_index is not None
+    sizes = [model.input_size] + ([model.evidence.input_size] if with_evidence else [])
+    slices, *evidence_slices = prepare_volume_sizes(volume, sizes, direction, space)
     total = len(slices.images)
     probs, features, summaries = [], [], []
     for start in range(0, total, max(1, batch_size)):
@@ -320,10 +323,10 @@ def classify_volume(model: Classifier, volume: np.ndarray, batch_size: int = 16,
         return VolumeResult(model.classes, slice_probs, slices.brain_area, eligible,
                             volume_probs, None, None, int(slices.orientation.axes[0]),
                             False, reason)
-    if model.evidence is not None and model.no_tumour_index is not None:
+    if with_evidence:
         if cancel is not None and cancel():
             raise Cancelled("volume classification cancelled")
-        evidence = volume_evidence(model.evidence, volume, direction, space)
+        evidence = slice_evidence(model.evidence, evidence_slices[0])
         tumour = volume_tumour_probability(evidence.probabilities, evidence.eligible)
         weights = np.where(evidence.eligible, evidence.probabilities, 0.0)
         if weights.sum() <= 0:

@@ -17,7 +17,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .classifier_volumes import MIN_BRAIN_FRACTION, prepare_volume, slices_to_volume
+from .classifier_volumes import (MIN_BRAIN_FRACTION, VolumeSlices, prepare_volume,
+                                 slices_to_volume)
 from .tumour_seg_model import TumourSegNet, build_seg_model, slice_logits
 from .weights import bundled, load_network
 
@@ -78,10 +79,10 @@ def pixel_logits(net: TumourSegNet, images: np.ndarray) -> torch.Tensor:
     return net(torch.from_numpy(np.ascontiguousarray(images, np.float32))[:, None])
 
 
-def volume_evidence(evidence: TumourEvidence, volume: np.ndarray, direction=None,
-                    space: str = "LPS", batch_size: int = 32) -> SliceEvidence:
-    """Calibrated slice probabilities and the voxel heatmap of a (z, y, x) volume."""
-    slices = prepare_volume(volume, evidence.input_size, direction, space)
+def slice_evidence(evidence: TumourEvidence, slices: VolumeSlices, batch_size: int = 32
+                   ) -> SliceEvidence:
+    """Calibrated slice probabilities and the voxel heatmap of a volume prepared at the
+    network's ``input_size``."""
     logits, maps = [], []
     for start in range(0, len(slices.images), batch_size):
         pixel = pixel_logits(evidence.net, slices.images[start:start + batch_size])
@@ -93,6 +94,20 @@ def volume_evidence(evidence: TumourEvidence, volume: np.ndarray, direction=None
     eligible = area >= MIN_BRAIN_FRACTION * area.max()
     raw = torch.cat(logits).numpy()
     return SliceEvidence(raw, evidence.calibrate(raw), heatmap, area, eligible)
+
+
+def volume_evidence(evidence: TumourEvidence, volume: np.ndarray, direction=None,
+                    space: str = "LPS") -> SliceEvidence:
+    """``slice_evidence`` of a (z, y, x) volume."""
+    return slice_evidence(evidence, prepare_volume(volume, evidence.input_size, direction,
+                                                   space))
+
+
+def tumour_verdict(probability: float) -> str:
+    """The volume rule's word for a tumour probability: "tumour", "uncertain" or "no tumour"."""
+    if probability >= TUMOUR_AT:
+        return "tumour"
+    return "no tumour" if probability <= NO_TUMOUR_AT else "uncertain"
 
 
 def volume_tumour_probability(slice_probabilities: np.ndarray, eligible: np.ndarray) -> float:

@@ -16,8 +16,7 @@ import SimpleITK as sitk
 import torch
 from scipy import ndimage
 
-from .classifier_images import resize_batch
-from .classifier_volumes import VolumeSlices, prepare_volume
+from .classifier_volumes import crop_box, prepare_volume, resize_slices
 
 SEGMENTATION_NAME = "tumor_seg.nii.gz"
 # Bright FLAIR voxels of the asymmetry anchor: the top 3 % of the brain's intensities.
@@ -40,28 +39,14 @@ def read_array(path: str | Path) -> np.ndarray:
     return sitk.GetArrayFromImage(sitk.ReadImage(str(path)))
 
 
-def crop_like(volume: np.ndarray, slices: VolumeSlices) -> np.ndarray:
-    """(Z, side, side) crops of an input-grid array (e.g. a segmentation) with the square box
-    and orientation ``prepare_volume`` used; outside the slice stays 0."""
-    oriented = slices.orientation.apply(volume).astype(np.float32)
-    y0, y1, x0, x1 = slices.box
-    side = y1 - y0
-    crops = np.zeros((oriented.shape[0], side, side), np.float32)
-    sy0, sx0 = max(y0, 0), max(x0, 0)
-    sy1, sx1 = min(y1, oriented.shape[1]), min(x1, oriented.shape[2])
-    crops[:, sy0 - y0:sy1 - y0, sx0 - x0:sx1 - x0] = oriented[:, sy0:sy1, sx0:sx1]
-    return crops
-
-
 def labelled_slices(name: str, volume: np.ndarray, segmentation: np.ndarray, size: int,
                     direction=None) -> LabelledSlices:
     """Slices of ``volume`` as the model sees them, with ``segmentation > 0`` as masks."""
     slices = prepare_volume(volume, size, direction)
-    tumour = crop_like((segmentation > 0).astype(np.float32), slices)
-    masks = np.concatenate([resize_batch(tumour[i:i + 64], size).numpy()
-                            for i in range(0, len(tumour), 64)]) >= 0.5
-    has_tumour = slices.orientation.apply(segmentation > 0).any(axis=(1, 2))
-    return LabelledSlices(name, slices.images, masks, slices.brain_area, has_tumour)
+    tumour = slices.orientation.apply(segmentation > 0)
+    masks = resize_slices(crop_box(tumour.astype(np.float32), slices.box), size) >= 0.5
+    return LabelledSlices(name, slices.images, masks, slices.brain_area,
+                          tumour.any(axis=(1, 2)))
 
 
 # --------------------------------------------------------------------------- anchors

@@ -28,7 +28,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from ClinicalFMambaLib.classifier_augment import augment  # noqa: E402
 from ClinicalFMambaLib.classifier_datasets import list_class_folders, load_images  # noqa: E402
 from ClinicalFMambaLib.classifier_images import prepare_image  # noqa: E402
-from ClinicalFMambaLib.classifier_volumes import prepare_volume  # noqa: E402
+from ClinicalFMambaLib.classifier_volumes import MIN_BRAIN_FRACTION, prepare_volume  # noqa: E402
 from ClinicalFMambaLib.classify import (BUNDLED_NAME, classify_image, load_classifier,  # noqa: E402
                                         scope_features)
 from ClinicalFMambaLib.scope_guard import (DEFAULT_QUANTILE, fit_scope_guard,  # noqa: E402
@@ -72,23 +72,21 @@ def main(argv: list[str] | None = None) -> int:
     def pooled(images01: np.ndarray) -> torch.Tensor:
         return scope_features(model, images01)
 
-    def jpeg_features(split: str) -> tuple[torch.Tensor, torch.Tensor]:
+    def jpeg_images(split: str) -> tuple[np.ndarray, torch.Tensor]:
         paths, labels, _ = list_class_folders(args.data / "tumor-mri" / split)
         images = load_images(paths, model.input_size).astype(np.float32) / 255
-        return pooled(images), torch.as_tensor(labels)
+        return images, torch.as_tensor(labels)
 
-    train, train_labels = jpeg_features("Training")
+    images, train_labels = jpeg_images("Training")
     # The classifier was trained on augmented views (zoom, rotation, contrast, imitated skull
     # stripping); the guard accepts what it was made for, so one augmented view of every
     # Training image is fitted too.
-    paths, labels, _ = list_class_folders(args.data / "tumor-mri" / "Training")
-    images = torch.from_numpy(load_images(paths, model.input_size).astype(np.float32) / 255)
     generator = torch.Generator().manual_seed(0)
-    views = torch.cat([augment(images[i:i + 256, None], generator)[:, 0]
+    views = torch.cat([augment(torch.from_numpy(images[i:i + 256, None]), generator)[:, 0]
                        for i in range(0, len(images), 256)])
-    train = torch.cat([train, pooled(views.numpy())])
-    train_labels = torch.cat([train_labels, torch.as_tensor(labels)])
-    test, _ = jpeg_features("Testing")
+    train = torch.cat([pooled(images), pooled(views.numpy())])
+    train_labels = torch.cat([train_labels, train_labels])
+    test = pooled(jpeg_images("Testing")[0])
     volume_group = int(train_labels.max()) + 1
     volumes = {}
     for case in sorted(p for p in (args.data / "brain3d").iterdir() if p.is_dir()):
@@ -97,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
             slices = prepare_volume(sitk.GetArrayFromImage(image), model.input_size,
                                     image.GetDirection())
             features.append(pooled(slices.images[slices.brain_area
-                                                 >= 0.25 * slices.brain_area.max()]))
+                                                 >= MIN_BRAIN_FRACTION * slices.brain_area.max()]))
         volumes[case.name] = torch.cat(features)
 
     def fit(cases: list[str]):

@@ -31,8 +31,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from ClinicalFMambaLib.classifier_volumes import brain_mask  # noqa: E402
 from ClinicalFMambaLib.classifier_train import roc_auc  # noqa: E402
 from ClinicalFMambaLib.tumour_evidence import (NO_TUMOUR_AT, TUMOUR_AT, VOLUME_RANK,  # noqa: E402
-                                               TumourEvidence, volume_evidence,
-                                               volume_tumour_probability)
+                                               TumourEvidence, tumour_verdict,
+                                               volume_evidence, volume_tumour_probability)
 from ClinicalFMambaLib.tumour_seg_model import DEFAULT_SEG_ARCH, TumourSegNet  # noqa: E402
 from ClinicalFMambaLib.tumour_seg_train import (SlicePool, case_images, case_slices,  # noqa: E402
                                                 jpeg_negatives, train_seg)
@@ -42,12 +42,6 @@ from ClinicalFMambaLib.weights import save_weights  # noqa: E402
 
 DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
 RELIABILITY_BINS = 10
-
-
-def verdict(probability: float) -> str:
-    if probability >= TUMOUR_AT:
-        return "tumour"
-    return "no tumour" if probability <= NO_TUMOUR_AT else "uncertain"
 
 
 def platt(logits: np.ndarray, labels: np.ndarray, steps: int = 2000) -> tuple[float, float]:
@@ -120,7 +114,7 @@ def evaluate_case(evidence: TumourEvidence, case: Path) -> dict:
         array = sitk.GetArrayFromImage(image)
         result = volume_evidence(evidence, array, image.GetDirection())
         probability = volume_tumour_probability(result.probabilities, result.eligible)
-        row = {"volume_probability": probability, "verdict": verdict(probability)}
+        row = {"volume_probability": probability, "verdict": tumour_verdict(probability)}
         if labelled:
             has = tumour.any(axis=(1, 2))
             brain = result.brain_area > 0
