@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import os
 from pathlib import Path
 
 import numpy as np
@@ -53,7 +54,8 @@ def load_images(paths: list[Path], size: int, progress: bool = True) -> np.ndarr
         prepared, _ = prepare_image(read_image(path), size)
         out[index] = np.round(prepared * 255)
     CACHE_DIR.mkdir(parents=True, exist_ok=True)
-    tmp = cache.with_suffix(".part.npy")
+    # One temporary file per process: parallel trainings may decode the same images at once.
+    tmp = cache.with_suffix(f".{os.getpid()}.part.npy")
     np.save(tmp, out)
     tmp.replace(cache)
     return out
