@@ -69,6 +69,8 @@ SAMPLE_DIR = LIBRARY_ROOT / "Resources" / "sample" / "volume"
 SAMPLE_FILES = ("TCGA-DU-7294_t2.nii.gz", "TCGA-DU-7294_flair.nii.gz")
 MODEL_CHOICES = ("auto", "2d", "3d")  # ClinicalFMambaLib.volume_fusion.MODEL_KINDS
 DEVICE_CHOICES = ("auto", "cpu", "cuda")
+DEFAULT_EMPHASIS = 0.5  # ClinicalFMambaLib.network.DEFAULT_EMPHASIS (imports torch)
+EMPHASIS = "ClinicalFMamba.Emphasis"  # attribute of the fused node: the emphasis fused with
 # Import name -> pip requirement of every package the library needs besides torch (which
 # comes from the PyTorch extension); the same as pyproject.toml's dependencies.
 REQUIREMENTS = {
@@ -134,6 +136,7 @@ class ClinicalFMambaParameterNode:
     classify: bool = True
     metrics: bool = False
     heatmapOpacity: Annotated[float, WithinRange(0.0, 1.0)] = 0.4
+    emphasis: Annotated[float, WithinRange(0.0, 1.0)] = DEFAULT_EMPHASIS
 
 
 #
@@ -222,6 +225,7 @@ class ClinicalFMambaWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
         if self._job is not None:
             return
         p = self._parameterNode
+        self.ui.emphasisSlider.enabled = bool(p and p.model == "2d")  # the 2D network's
         ready = bool(p and p.inputA and p.inputB)
         self.ui.fuseButton.enabled = ready
         self.ui.fuseButton.toolTip = "Fuse A and B" if ready else "Select input volumes A and B"
@@ -236,7 +240,8 @@ class ClinicalFMambaWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.logic.ensureDependencies(askConfirmation=True)
             self._job = self.logic.start(
                 p.inputA, p.inputB, p.output, model=p.model, device=p.device,
-                classify=p.classify, metrics=p.metrics, heatmapOpacity=p.heatmapOpacity)
+                classify=p.classify, metrics=p.metrics, heatmapOpacity=p.heatmapOpacity,
+                emphasis=p.emphasis if p.model == "2d" else None)
             self._timer.start()
             self.ui.fuseButton.text = "Cancel"
             self.ui.statusLabel.text = "Starting..."
@@ -342,7 +347,8 @@ class FusionJob:
         try:
             (self.folder / worker.JOB_FILE).write_text(json.dumps(
                 {key: self.options[key] for key in ("model", "device", "classify", "metrics",
-                                                    "classifier")} | {"caller": os.getpid()}))
+                                                    "classifier", "emphasis")}
+                | {"caller": os.getpid()}))
             _writeVolume(self.a, self.worldIJKToRAS, self.folder / worker.INPUT_A)
             _writeVolume(self.b, self.worldIJKToRAS, self.folder / worker.INPUT_B)
             self.process = worker.WorkerProcess(python or workerPython(), self.folder,
@@ -501,19 +507,22 @@ class ClinicalFMambaLogic(ScriptedLoadableModuleLogic):
     def fuse(self, inputA, inputB, output=None, *, model: str = "auto", device: str = "auto",
              classify: bool = True, metrics: bool = False, heatmapOpacity: float = 0.4,
              classifier: str | None = None, progress: Callable[[float], None] | None = None,
-             cancel: Callable[[], bool] | None = None):
+             cancel: Callable[[], bool] | None = None, emphasis: float | None = None):
         """Fuse two volume nodes and return the fused volume node (blocking).
 
         ``output``: a volume node to overwrite, or None for a new one beside A in the subject
         hierarchy. With ``classify`` the tumour classifier (``classifier``: weights path,
         default the bundled one) adds a heatmap volume and verdict tables, referenced from
         the output node (``GetNodeReference("Heatmap" | "Probabilities" | "SliceVerdicts"
-        | "Metrics")``). ``progress(fraction)`` follows the worker; ``cancel()`` returning
+        | "Metrics")``). ``emphasis`` (2D model): from 0, faithful to the sources, to 1,
+        sharper; None: the network's default; the value used is the output's ``EMPHASIS``
+        attribute. ``progress(fraction)`` follows the worker; ``cancel()`` returning
         True kills it and raises ``Cancelled``; a worker error raises ``WorkerFailed``. Inputs
         are never modified, and a cancelled or failed run leaves the scene as it was.
         """
         job = self.start(inputA, inputB, output, model=model, device=device, classify=classify,
-                         metrics=metrics, heatmapOpacity=heatmapOpacity, classifier=classifier)
+                         metrics=metrics, heatmapOpacity=heatmapOpacity, classifier=classifier,
+                         emphasis=emphasis)
         try:
             reported = None
             while not job.poll():
@@ -538,13 +547,15 @@ class ClinicalFMambaLogic(ScriptedLoadableModuleLogic):
 
     def prepare(self, inputA, inputB, output=None, *, model: str = "auto", device: str = "auto",
                 classify: bool = True, metrics: bool = False, heatmapOpacity: float = 0.4,
-                classifier: str | None = None) -> FusionJob:
+                classifier: str | None = None, emphasis: float | None = None) -> FusionJob:
         """Check the inputs and options and copy the voxels out of the nodes (B on A's grid)."""
         _checkInputs(inputA, inputB, output)
         _checkOption("model", model, MODEL_CHOICES)
         _checkOption("device", device, DEVICE_CHOICES)
         if not 0.0 <= heatmapOpacity <= 1.0:
             raise ValueError(f"heatmapOpacity must lie in [0, 1], not {heatmapOpacity}")
+        if emphasis is not None and not 0.0 <= emphasis <= 1.0:  # also refuses NaN
+            raise ValueError(f"emphasis must lie in [0, 1], not {emphasis}")
         if classifier is not None and not Path(classifier).is_file():
             raise FileNotFoundError(f"classifier weights not found: {classifier}")
         colour = _isColour(inputA) or _isColour(inputB)
@@ -558,6 +569,7 @@ class ClinicalFMambaLogic(ScriptedLoadableModuleLogic):
         a = np.array(slicer.util.arrayFromVolume(inputA))
         b, warning = _onGridOf(inputA, matrixA, inputB, matrixB)
         options = dict(model=model, device=device, classify=classify, metrics=metrics,
+                       emphasis=None if emphasis is None else float(emphasis),
                        heatmapOpacity=heatmapOpacity, colour=colour,
                        classifier=str(Path(classifier).resolve()) if classifier else None)
         return FusionJob(inputA, inputB, output, a, b, matrixA, options,
@@ -608,6 +620,8 @@ class ClinicalFMambaLogic(ScriptedLoadableModuleLogic):
             output.SetNodeReferenceID(role, companions[role].GetID() if role in companions
                                       else None)
         output.SetAttribute(VERDICT, _verdictText(classification))
+        used = job.result.get("emphasis")
+        output.SetAttribute(EMPHASIS, None if used is None else str(used))
         for node in previous:
             if node is not None and node not in (job.inputA, job.inputB):
                 _removeNode(node)

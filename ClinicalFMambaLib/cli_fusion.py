@@ -18,11 +18,24 @@ TRAIN_DEFAULTS = {
 }
 
 
-def _model_loader(args: argparse.Namespace):
-    from .fusion import check_model_dims, load_fusion_model
+def _record_emphasis(args: argparse.Namespace, model) -> None:
+    """Keep the emphasis the network fuses with (None: a network without one) for reports."""
+    from .fusion import emphasis_of
 
-    return lambda: check_model_dims(load_fusion_model(args.weights, dims=2, device=args.device),
-                                    2, args.weights)
+    args.emphasis_used = emphasis_of(model)
+
+
+def _model_loader(args: argparse.Namespace):
+    from .fusion import check_model_dims, load_fusion_model, set_emphasis
+
+    def load():
+        model = set_emphasis(check_model_dims(
+            load_fusion_model(args.weights, dims=2, device=args.device), 2, args.weights),
+            getattr(args, "emphasis", None))
+        _record_emphasis(args, model)
+        return model
+
+    return load
 
 
 def _report_unmatched(batch) -> None:
@@ -38,7 +51,8 @@ def _fuse_volumes(args: argparse.Namespace) -> Path:
     update, units, close = progress_bar("fuse")
     try:
         written = fuse_volume_files(args.a, args.b, args.output, args.model, args.device, update,
-                                    args.weights, units)
+                                    args.weights, units, args.emphasis,
+                                    lambda model: _record_emphasis(args, model))
     finally:
         close()
     print(f"wrote {written}")
@@ -98,9 +112,16 @@ def _fuse(args: argparse.Namespace) -> int:
     from .classify import load_classifier
     from .image_io import check_output_location, refuse_overwriting_inputs
 
+    from .fusion import parse_emphasis
+
     if (args.report or args.classifier) and not args.classify:
         raise ValueError("--report and --classifier apply to --classify only")
+    if args.emphasis is not None:  # checked before any file is read
+        args.emphasis = parse_emphasis(args.emphasis)
+    args.emphasis_used = args.emphasis
     volumes = _check_kinds(args.a, args.b)
+    if volumes and args.emphasis is not None and args.model != "2d" and args.weights is None:
+        raise ValueError("--emphasis applies to the 2D network; for volumes add --model 2d")
     if args.report:  # checked now, not found unwritable after the fusion
         check_output_location(args.report)
         refuse_overwriting_inputs(args.report, [args.a, args.b])
@@ -131,7 +152,7 @@ def _classification_report(args: argparse.Namespace, classifier,
     report = args.report or (args.output / "report.json" if args.output.is_dir()
                              else args.output.with_name(sibling_name(args.output, "_report.json")))
     content = {"command": shlex.join(["clinicalfmamba", *getattr(args, "argv", [])]),
-               "fusion_weights": str(args.weights or "bundled"),
+               "fusion_weights": str(args.weights or "bundled"), "emphasis": args.emphasis_used,
                "classifier_weights": str(args.classifier or "bundled"),
                "classes": classifier.classes, "results": results}
     write_atomically(report, lambda target: target.write_text(json.dumps(content, indent=1)))
@@ -242,6 +263,10 @@ def _train_fusion(args: argparse.Namespace) -> int:
         raise ValueError("--axial-only-scan applies to --dim 3 only")
     if args.pixel_mlp < 0:
         raise ValueError(f"--pixel-mlp must be 0 or a positive width, got {args.pixel_mlp}")
+    if args.emphasis_conditioned and (args.dim != 2 or args.objective != "metrics"):
+        raise ValueError("--emphasis-conditioned applies to --dim 2 with --objective metrics")
+    if args.stem_stride is not None and args.stem_stride not in (2, 4):
+        raise ValueError(f"--stem-stride must be 2 or 4, got {args.stem_stride}")
     if args.objective != "metrics" and (args.deficit_weight != 1 or args.metric_weight):
         raise ValueError("--deficit-weight and --metric-weight apply to --objective metrics only")
     defaults = TRAIN_DEFAULTS[args.dim]
@@ -262,6 +287,10 @@ def _train_fusion(args: argparse.Namespace) -> int:
         config = dataclasses.replace(config, axial_only_scan=True)
     if args.pixel_mlp:
         config = dataclasses.replace(config, pixel_mlp=args.pixel_mlp)
+    if args.stem_stride:
+        config = dataclasses.replace(config, stem_stride=args.stem_stride)
+    if args.emphasis_conditioned:
+        config = dataclasses.replace(config, emphasis=True)
     train(settings, config)
     return 0
 
@@ -286,6 +315,10 @@ def register(commands) -> None:
                       help="for volumes: 3d (tri-plane network), 2d (2D network slice by "
                            "slice: for thick slices, slower on a CPU) or auto (3d where "
                            "bundled); 2D images always use 2d")
+    fuse.add_argument("--emphasis", metavar="E", default=None,
+                      help="from 0 (faithful to the sources: contrast, mutual information) to 1 "
+                           "(sharper: entropy, edges); default: the value with the best "
+                           "validation rank (docs/results.md); 2D network only")
     fuse.add_argument("--classify", action="store_true",
                       help="also classify each fused result (tumour class probabilities), "
                            "write its heatmap beside it and a JSON report")
@@ -364,7 +397,15 @@ def register(commands) -> None:
                         "out); repeat for several metrics")
     p.add_argument("--init-weights", type=Path, default=None,
                    help="start from these weights (same configuration, or one without the "
-                        "--pixel-mlp stage) instead of at random")
+                        "--pixel-mlp stage, --emphasis-conditioned stage or --stem-stride) "
+                        "instead of at random")
+    p.add_argument("--stem-stride", type=int, default=None, metavar="S",
+                   help="stride of the first convolution: 2 (the default configuration) or 4 "
+                        "(the network works at a quarter of the resolution; faster)")
+    p.add_argument("--emphasis-conditioned", action="store_true",
+                   help="2D metrics objective: condition the network on an emphasis value in "
+                        "[0, 1], drawn per batch, that weights the detail metrics' terms "
+                        "(fuse --emphasis chooses it at run time)")
     p.add_argument("--pixel-mlp", type=int, default=0, metavar="WIDTH",
                    help="add a full-resolution per-pixel MLP of this hidden width to the "
                         "network (0: none; network.FusionConfig.pixel_mlp)")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -43,6 +44,37 @@ def load_fusion_model(path: str | Path | None = None, dims: int = 2,
         raise WeightsError(f"{path} does not hold weights of the fusion network ({first})") \
             from None
     return model.eval().to(resolve_device(device))
+
+
+def parse_emphasis(value: str | float) -> float:
+    """An emphasis value (a number in [0, 1]) from text or a number; else ValueError."""
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        number = math.nan
+    if not 0.0 <= number <= 1.0:  # also refuses NaN
+        raise ValueError(f"emphasis must be a number from 0 (faithful to the sources) to 1 "
+                         f"(sharper), got {value!r}")
+    return number
+
+
+def set_emphasis(model: FusionNet, emphasis: str | float | None) -> FusionNet:
+    """``model`` fusing with ``emphasis`` from now on (None: its default, network.py
+    DEFAULT_EMPHASIS); weights not trained with an emphasis refuse any."""
+    if emphasis is None:
+        return model
+    value = parse_emphasis(emphasis)
+    if model.film is None:
+        raise ValueError(f"emphasis applies to fusion networks trained with it; these "
+                         f"{model.cfg.spatial_dims}D weights were not (the bundled 2D network is; "
+                         "for volumes use the 2D model)")
+    model.emphasis = value
+    return model
+
+
+def emphasis_of(model: FusionNet) -> float | None:
+    """The emphasis ``model`` fuses with; None for a network without one (for reports)."""
+    return None if model.film is None else model.emphasis
 
 
 def check_model_dims(model: FusionNet, dims: int, source: str | Path | None) -> FusionNet:

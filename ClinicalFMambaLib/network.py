@@ -42,6 +42,11 @@ class FusionConfig:
     # owe their MI gain to a fine function of the two grey levels at each pixel, which the 3x3
     # refinement's eight channels cannot express (measured, and not bundled: docs/results.md).
     pixel_mlp: int = 0
+    # Conditioned on an emphasis value e in [0, 1] (0: faithful to the sources, 1: sharper):
+    # a small MLP of e scales and shifts the last decoder features and the full-resolution
+    # refine stage's hidden features (FiLM). Trained with the detail metrics' terms of the
+    # objective weighted by e (metric_objective.MetricObjective, ``emphasis``).
+    emphasis: bool = False
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -52,6 +57,10 @@ class FusionConfig:
                   if k in cls.__dataclass_fields__}
         return cls(**values)
 
+
+# The emphasis a conditioned network uses when none is given: the value with the best mean
+# rank on the validation cases (docs/results.md, "Emphasis").
+DEFAULT_EMPHASIS = 0.5
 
 # The shipped configurations. 3D keeps its full-resolution work to one strided stem
 # convolution (`python scripts/profile_blocks.py --dim 3` times each stage).
@@ -175,6 +184,17 @@ class FusionNet(nn.Module):
             conv = _conv(dims)
             self.refine = nn.Sequential(conv(3, 8, 3, padding=1), nn.LeakyReLU(0.1),
                                         conv(8, 1, 3, padding=1))
+        self.film = None
+        self.emphasis = DEFAULT_EMPHASIS  # what forward uses when it is given none
+        if cfg.emphasis:
+            if self.refine is None:
+                raise ValueError("emphasis needs the full-resolution refine stage (stem_stride > 1)")
+            self.film_channels = (c1, self.refine[0].out_channels)
+            self.film = nn.Sequential(nn.Linear(1, 16), nn.SiLU(),
+                                      nn.Linear(16, 2 * sum(self.film_channels)))
+            # Zero output at first: scale 1, shift 0, the unconditioned network's features.
+            nn.init.zeros_(self.film[-1].weight)
+            nn.init.zeros_(self.film[-1].bias)
         self.pixel = None
         if cfg.pixel_mlp:
             conv, width = _conv(dims), cfg.pixel_mlp
@@ -190,7 +210,23 @@ class FusionNet(nn.Module):
         """Input sizes must be multiples of this (``forward`` pads and crops for you)."""
         return 4 * self.cfg.stem_stride
 
-    def forward(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    def _modulations(self, emphasis, batch: int, like: torch.Tensor) -> list[tuple]:
+        """(scale, shift) per modulated stage for ``emphasis`` (a number, or one per image)."""
+        e = torch.as_tensor(emphasis, dtype=like.dtype, device=like.device).reshape(-1, 1)
+        if ((e < 0) | (e > 1)).any() or not torch.isfinite(e).all():
+            raise ValueError(f"emphasis must lie in [0, 1], got {emphasis}")
+        params = self.film(e.expand(batch, 1)).split(
+            [n for c in self.film_channels for n in (c, c)], dim=1)
+        shape = (batch, -1, *([1] * self.cfg.spatial_dims))
+        return [(1 + params[2 * i].view(shape), params[2 * i + 1].view(shape))
+                for i in range(len(self.film_channels))]
+
+    def forward(self, a: torch.Tensor, b: torch.Tensor,
+                emphasis: float | torch.Tensor | None = None) -> torch.Tensor:
+        """``emphasis`` in [0, 1] (default ``self.emphasis``) for a conditioned network
+        (``cfg.emphasis``); an unconditioned one refuses any."""
+        if self.film is None and emphasis is not None:
+            raise ValueError("this fusion network is not conditioned on an emphasis value")
         if a.shape != b.shape or a.dim() != self.cfg.spatial_dims + 2 or a.shape[1] != 1:
             raise ValueError(f"expected two (batch, 1, *grid) tensors of one shape with "
                              f"{self.cfg.spatial_dims} spatial dims; got {tuple(a.shape)} "
@@ -202,15 +238,23 @@ class FusionNet(nn.Module):
         if any(pad):
             mode = "replicate"
             a, b = F.pad(a, pad, mode=mode), F.pad(b, pad, mode=mode)
+        film = None if self.film is None else self._modulations(
+            self.emphasis if emphasis is None else emphasis, a.shape[0], a)
         a1, a2, a3 = self.encoder(a)
         b1, b2, b3 = self.encoder(b)
         fused = self.fusion(self.latent_a(a3), self.latent_b(b3))
         x = self.up2(self.decoder_mamba(fused), a2, b2)
-        correction = self.head(self.up1(x, a1, b1))
+        x = self.up1(x, a1, b1)
+        if film is not None:
+            x = x * film[0][0] + film[0][1]
+        correction = self.head(x)
         if self.refine is not None:
             correction = F.interpolate(correction, size=a.shape[2:], mode=self.up1.mode,
                                        align_corners=False)
-            correction = correction + self.refine(torch.cat([correction, a, b], dim=1))
+            hidden = self.refine[0](torch.cat([correction, a, b], dim=1))
+            if film is not None:
+                hidden = hidden * film[1][0] + film[1][1]
+            correction = correction + self.refine[2](self.refine[1](hidden))
         if self.pixel is not None:
             correction = correction + self.pixel(torch.cat([correction, a, b], dim=1))
         prior = torch.logit(torch.maximum(a, b).clamp(1e-3, 1 - 1e-3))

@@ -7,7 +7,7 @@ SHA-256, the exact command and the validation numbers in the manifest.
 
 from __future__ import annotations
 
-import dataclasses
+import functools
 import json
 import math
 import time
@@ -134,6 +134,28 @@ def _check_targets(settings: TrainSettings, dims: int) -> None:
                          "--init-weights (they are optimised from that model's outputs)")
 
 
+# Configuration fields that leave the shapes of existing parameters as they are: a start may
+# differ from the network to train in these (new stages start at identity, network.py).
+START_MAY_DIFFER = ("stem_stride", "pixel_mlp", "emphasis")
+NEW_STAGES = ("pixel.", "film.")
+
+
+def _load_start(model: FusionNet, path: Path) -> None:
+    """Initialise ``model`` from trained weights of the same configuration up to
+    ``START_MAY_DIFFER``; the stages those weights lack keep their identity initialisation."""
+    state, start = load_weights(path)
+    different = {k for k, v in model.cfg.to_dict().items()
+                 if k not in START_MAY_DIFFER and FusionConfig.from_dict(start).to_dict()[k] != v}
+    try:
+        keys = None if different else model.load_state_dict(state, strict=False)
+    except RuntimeError:  # a parameter of another shape
+        keys = None
+    if keys is None or keys.unexpected_keys or any(not k.startswith(NEW_STAGES)
+                                                   for k in keys.missing_keys):
+        raise ValueError(f"{path} holds a network of another configuration ({start}) than the "
+                         f"one to train ({model.cfg.to_dict()})")
+
+
 def train(settings: TrainSettings, config: FusionConfig = DEFAULT_CONFIGS[2]) -> dict:
     _check_targets(settings, config.spatial_dims)
     torch.manual_seed(settings.seed)
@@ -144,15 +166,7 @@ def train(settings: TrainSettings, config: FusionConfig = DEFAULT_CONFIGS[2]) ->
     model = FusionNet(config)
     origin = provenance(settings.init_weights) if settings.init_weights else None
     if settings.init_weights:
-        state, init_config = load_weights(settings.init_weights)
-        start_config = FusionConfig.from_dict(init_config)
-        # A per-pixel MLP may be added to trained weights: it starts at zero (network.py).
-        adds_pixel_mlp = (config.pixel_mlp > 0
-                          and start_config == dataclasses.replace(config, pixel_mlp=0))
-        if start_config != config and not adds_pixel_mlp:
-            raise ValueError(f"{settings.init_weights} holds a network of another configuration "
-                             f"({init_config}) than the one to train ({config.to_dict()})")
-        model.load_state_dict(state, strict=not adds_pixel_mlp)
+        _load_start(model, settings.init_weights)
     optimizer = torch.optim.Adam(model.parameters(), lr=settings.lr)
     steps_per_epoch = math.ceil(len(dataset) / settings.batch_size)
     schedule = torch.optim.lr_scheduler.OneCycleLR(
@@ -180,8 +194,13 @@ def train(settings: TrainSettings, config: FusionConfig = DEFAULT_CONFIGS[2]) ->
         bar = tqdm(loader, desc=f"epoch {epoch + 1}/{settings.epochs}", unit="batch")
         for batch in bar:
             a, b = batch[:, 0], batch[:, 1]
-            fused = model(a, b)
-            loss, _ = objective(fused, a, b)
+            if config.emphasis:  # one emphasis value per batch, uniform in [0, 1]
+                emphasis = torch.rand(()).item()
+                fused = model(a, b, emphasis=emphasis)
+                loss, _ = objective(fused, a, b, emphasis=emphasis)
+            else:
+                fused = model(a, b)
+                loss, _ = objective(fused, a, b)
             if batch.shape[1] > 2:
                 loss = loss + settings.target_weight * (fused - batch[:, 2]).abs().mean()
             optimizer.zero_grad(set_to_none=True)
@@ -190,7 +209,8 @@ def train(settings: TrainSettings, config: FusionConfig = DEFAULT_CONFIGS[2]) ->
             schedule.step()
             running.append(loss.item())
             bar.set_postfix(loss=f"{np.mean(running[-20:]):.4f}")
-        val = validate(model, val_pairs, objective)
+        val = validate(model, val_pairs, functools.partial(objective, emphasis=model.emphasis)
+                       if config.emphasis else objective)
         record = {"epoch": epoch + 1, "train_loss": float(np.mean(running)),
                   "seconds": round(time.time() - started), "validation": val}
         history.append(record)

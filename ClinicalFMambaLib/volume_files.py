@@ -15,6 +15,7 @@ from tqdm import tqdm
 from .baselines import BASELINES
 from .errors import InputError, OutputError
 from .fuse_files import MODEL_NAME, SAMPLE_DIR
+from .fusion import set_emphasis
 from .image_io import (MEDICAL_SUFFIXES, check_complete_file, check_output_location,
                        covered_fraction, itk_reason, point_text, refuse_overwriting_inputs,
                        suffix_of, write_atomically)
@@ -211,12 +212,15 @@ def fuse_volume_files(path_a: str | Path, path_b: str | Path, output: str | Path
                       model: str = "auto", device: str = "auto",
                       progress: Callable[[float], None] | None = None,
                       weights: str | Path | None = None,
-                      units: Callable[[int, str], None] | None = None) -> Path:
+                      units: Callable[[int, str], None] | None = None,
+                      emphasis: float | None = None,
+                      model_used: Callable[[FusionNet], None] | None = None) -> Path:
     """Fuse two volume files into ``output`` on A's grid (origin, spacing, direction, size).
 
     B is resampled onto A in physical space when their grids differ (with a warning, saying
     how much of A it covers; no overlap is refused). ``weights``: a fusion weights file
-    instead of the bundled model (2D or 3D). Grey output is float32 in [0, 1]; an RGB input
+    instead of the bundled model (2D or 3D). ``emphasis``: see fusion.set_emphasis;
+    ``model_used(network)`` is called with the network once it is loaded. Grey output is float32 in [0, 1]; an RGB input
     gives RGB output. Nothing is read before the output is checked; written atomically.
     """
     output = check_volume_output(output, [path_a, path_b])
@@ -226,7 +230,9 @@ def fuse_volume_files(path_a: str | Path, path_b: str | Path, output: str | Path
     array_a, array_b = sitk.GetArrayFromImage(image_a), sitk.GetArrayFromImage(image_b)
     _warn_if_flat(array_a, "A", path_a)
     _warn_if_flat(array_b, "B", path_b)
-    network = load_volume_model(model, device, weights)
+    network = set_emphasis(load_volume_model(model, device, weights), emphasis)
+    if model_used is not None:
+        model_used(network)
     result = fuse_volumes(network, array_a, array_b, progress=progress, units=units)
     _write_on_grid(result.fused, image_a, output)
     return output

@@ -8,11 +8,12 @@ SlicerTotalSegmentator run their inference; Cancel kills that process tree.
 
 Files in FOLDER (a private temporary folder made by the caller):
 
-* in: ``job.json`` (options: model, device, classify, metrics, classifier; ``caller``, the
+* in: ``job.json`` (options: model, device, classify, metrics, classifier, emphasis (None:
+  the 2D network's default); ``caller``, the
   process id the worker ends with), ``a.nrrd`` and
   ``b.nrrd`` (B already on A's voxel grid);
 * out: ``fused.nrrd``, ``heatmap.nrrd`` (when classified) and ``result.json`` (verdict,
-  tables, metrics, warnings). ``result.json`` is renamed into place last, so its presence
+  tables, metrics, the emphasis fused with (None: a network without one), warnings). ``result.json`` is renamed into place last, so its presence
   means every output is complete.
 
 Standard output carries one JSON object per line: ``{"progress": f, "status": s}``,
@@ -94,7 +95,7 @@ def run(folder: Path, report: Callable[[float, str], None]) -> dict:
 
     from . import volume_fusion
     from .classify import classify_volume, load_classifier
-    from .fusion import resolve_device
+    from .fusion import emphasis_of, resolve_device, set_emphasis
 
     options = json.loads((folder / JOB_FILE).read_text())
     image_a = sitk.ReadImage(str(folder / INPUT_A))
@@ -103,7 +104,8 @@ def run(folder: Path, report: Callable[[float, str], None]) -> dict:
     share = FUSION_SHARE if options["classify"] else 1.0
     # Both networks are loaded first, so a missing or corrupt file is reported at once.
     report(0.0, "Loading the networks")
-    model = volume_fusion.load_volume_model(options["model"], options["device"])
+    model = set_emphasis(volume_fusion.load_volume_model(options["model"], options["device"]),
+                         options.get("emphasis"))
     classifier = None
     if options["classify"]:
         classifier = load_classifier(options.get("classifier"),
@@ -111,7 +113,7 @@ def run(folder: Path, report: Callable[[float, str], None]) -> dict:
     fused = volume_fusion.fuse_volumes(model, a, b,
                                        progress=lambda f: report(share * f, "Fusing"))
     _write_volume(fused.fused, image_a, folder / FUSED)
-    result: dict = {"classification": None, "metrics": None}
+    result: dict = {"classification": None, "metrics": None, "emphasis": emphasis_of(model)}
     if classifier is not None:
         direction = np.array(image_a.GetDirection()).reshape(3, 3)
         classification = classify_volume(

@@ -67,7 +67,7 @@ def bound_widgets() -> dict[str, tuple[str, str, ElementTree.Element]]:
 def test_every_parameter_has_a_supported_widget():
     params, widgets = parameters(), bound_widgets()
     assert set(params) == {"inputA", "inputB", "output", "model", "device", "classify",
-                           "metrics", "heatmapOpacity"}
+                           "metrics", "heatmapOpacity", "emphasis"}
     assert sorted(set(params) - set(widgets)) == [], "parameters without a widget"
     assert sorted(set(widgets) - set(params)) == [], "widgets naming no parameter"
     for name, (kind, extra) in params.items():
@@ -93,7 +93,8 @@ def test_node_selectors_offer_the_parameter_class():
 
 
 @pytest.mark.parametrize("label", ["fuseButton", "progressBar", "statusLabel", "verdictLabel",
-                                   "probabilitiesView", "sliceVerdictsView", "metricsView"])
+                                   "probabilitiesView", "sliceVerdictsView", "metricsView",
+                                   "emphasisSlider"])
 def test_widgets_the_code_uses_exist(label):
     names = {widget.get("name") for widget in ElementTree.parse(UI).iter("widget")}
     assert label in names

@@ -152,6 +152,33 @@ def test_a_pixel_mlp_added_to_trained_weights_starts_from_their_fusion(tmp_path)
 
 
 @needs_data
+def test_an_emphasis_conditioned_quarter_resolution_network_starts_from_trained_weights(
+        tmp_path):
+    from ClinicalFMambaLib.cli import main
+    from ClinicalFMambaLib.network import FusionNet
+    from ClinicalFMambaLib.weights import load_weights, save_weights
+
+    data = _spect_subset(tmp_path)
+    torch.manual_seed(0)
+    plain = FusionNet()  # stride 2, no emphasis: the start
+    start = tmp_path / "start" / "fusion2d.safetensors"
+    save_weights(plain.state_dict(), start, plain.cfg.to_dict())
+    weights = tmp_path / "w" / "fusion2d.safetensors"
+    assert main(["train-fusion", "--data", str(data), "--output", str(weights), "--workdir",
+                 str(tmp_path / "run"), "--epochs", "1", "--crop", "64", "--batch-size", "2",
+                 "--threads", "1", "--objective", "metrics", "--target-weight", "0",
+                 "--lr", "1e-5", "--stem-stride", "4", "--emphasis-conditioned",
+                 "--init-weights", str(start)]) == 0
+    tuned, config = load_weights(weights)
+    assert config["emphasis"] is True and config["stem_stride"] == 4
+    assert set(tuned) - set(plain.state_dict()) == {"film.0.weight", "film.0.bias",
+                                                    "film.2.weight", "film.2.bias"}
+    changes = [(tuned[k] - v).abs().max().item() for k, v in plain.state_dict().items()]
+    assert 0 < max(changes) < 1e-2  # one small step from the start
+    assert tuned["film.2.weight"].abs().max() > 0  # the conditioning was trained
+
+
+@needs_data
 def test_metric_optima_targets_are_cached_per_starting_weights(tmp_path, capsys):
     from ClinicalFMambaLib.cli import main
     from ClinicalFMambaLib.fusion import BUNDLED_MODELS, fuse_normalized, load_fusion_model
@@ -189,6 +216,8 @@ def test_metric_optima_targets_are_cached_per_starting_weights(tmp_path, capsys)
     (["--metric-weight", "MI=0"], "apply to --objective metrics only"),
     (["--axial-only-scan"], "--dim 3 only"),
     (["--pixel-mlp", "-1"], "--pixel-mlp must be 0 or a positive width"),
+    (["--emphasis-conditioned"], "--emphasis-conditioned applies to --dim 2 with --objective"),
+    (["--stem-stride", "3"], "--stem-stride must be 2 or 4"),
 ])
 def test_train_fusion_refuses_options_that_would_be_ignored(tmp_path, capsys, options, message):
     from ClinicalFMambaLib.cli import main

@@ -19,7 +19,7 @@ import torch
 from tqdm import tqdm
 
 from ClinicalFMambaLib.baselines import BASELINES
-from ClinicalFMambaLib.fusion import fuse_normalized, load_fusion_model
+from ClinicalFMambaLib.fusion import fuse_normalized, load_fusion_model, set_emphasis
 from ClinicalFMambaLib.harvard_data import find_pairs, load_luma_pair, split_by_case
 from ClinicalFMambaLib.metrics import (HIGHER_IS_BETTER, METRIC_NAMES, beats_best_baseline,
                                        fusion_metrics, metric_wins, paper_metrics)
@@ -27,13 +27,20 @@ from ClinicalFMambaLib.metrics import (HIGHER_IS_BETTER, METRIC_NAMES, beats_bes
 METHODS = ("ClinicalFMamba", *BASELINES)
 
 
-def score(pairs, model, more_images=None) -> dict:
+def emphasis_name(emphasis: float) -> str:
+    return f"ClinicalFMamba e={emphasis:g}"
+
+
+def score(pairs, model, more_images=None, emphases=None) -> dict:
     """{pair_type: {method: {metric: mean}}}. ``more_images(pair)``, if given, returns other
-    methods' fused images of the pair ({method: float [0, 1] image}), scored alike."""
+    methods' fused images of the pair ({method: float [0, 1] image}), scored alike.
+    ``emphases``: the model fuses at each of these values instead of its default, as methods
+    ``emphasis_name(e)``."""
     rows = defaultdict(lambda: defaultdict(list))
     for pair in tqdm(pairs, desc="scoring", unit="pair"):
         a, b = load_luma_pair(pair)
-        fused = {"ClinicalFMamba": fuse_normalized(model, a, b)}
+        fused = {"ClinicalFMamba": fuse_normalized(model, a, b)} if not emphases else {
+            emphasis_name(e): fuse_normalized(set_emphasis(model, e), a, b) for e in emphases}
         fused.update({name: fn(a, b) for name, fn in BASELINES.items()})
         fused.update(more_images(pair) if more_images else {})
         for method, image in fused.items():

@@ -1,6 +1,7 @@
 """Rank the bundled 2D model among the classical baselines and published fusion methods.
 
     python scripts/rank_table.py [--markdown] [--threads 1] [--pair-type CT-MRI] [--limit N]
+        [--weights PATH] [--emphasis E ...]
 
 Every validation pair (whole held-back Harvard cases, harvard_data.VALIDATION_CASES) is fused
 by the model and the mean / max / Laplacian-pyramid baselines and scored, with the published
@@ -10,7 +11,10 @@ colour results on their luma Y, as the model's), exactly as scripts/fusion_resul
 pair type: each method's metric means, its mean rank over the ten metrics among all methods
 (metrics.mean_ranks: 1 = best in each metric's direction, equal means share the mean of their
 ranks) and the number of metrics on which ClinicalFMamba is strictly better than it
-(metrics.metric_wins: a tie is no win).
+(metrics.metric_wins: a tie is no win). With ``--emphasis`` (repeatable; a network trained with
+an emphasis) the model is scored at each value, each against the same others, and a last table
+lists ours at every value: its metrics, mean rank and fewest wins per pair type, and the mean
+rank over the pair types (the default emphasis is the value where that is lowest).
 """
 
 from __future__ import annotations
@@ -26,7 +30,9 @@ from ClinicalFMambaLib.fusion import load_fusion_model
 from ClinicalFMambaLib.harvard_data import (PAIR_TYPES, HarvardPair, find_pairs, load_luma,
                                             split_by_case)
 from ClinicalFMambaLib.metrics import METRIC_NAMES, is_better, mean_ranks, metric_wins
-from fusion_results import METHODS, score
+from ClinicalFMambaLib.weights import WeightsError
+from ClinicalFMambaLib.fusion import parse_emphasis, set_emphasis
+from fusion_results import METHODS, emphasis_name, score
 
 OURS = "ClinicalFMamba"
 
@@ -102,6 +108,41 @@ def render(results: dict, counts: dict[str, int], markdown: bool) -> str:
     return "\n".join(lines)
 
 
+def at_emphasis(results: dict, emphasis: float) -> dict:
+    """The results with ours at ``emphasis`` as OURS and without ours at other values."""
+    return {t: {(OURS if m == emphasis_name(emphasis) else m): v for m, v in methods.items()
+                if m == emphasis_name(emphasis) or not m.startswith(f"{OURS} e=")}
+            for t, methods in results.items()}
+
+
+def emphasis_table(results: dict, emphases: list[float], markdown: bool) -> str:
+    """Ours at every emphasis: per pair type its metrics, mean rank and fewest wins."""
+    header = ["pair type", "emphasis", *METRIC_NAMES, "mean rank", "fewest wins"]
+    rows, overall = [], {}
+    for emphasis in emphases:
+        tables = at_emphasis(results, emphasis)
+        ranks = []
+        for pair_type, methods in sorted(tables.items()):
+            rank_of = {m: r for m, r, _ in rank_rows(methods)}
+            fewest = min(w for _, _, w in rank_rows(methods) if w is not None)
+            ranks.append(rank_of[OURS])
+            rows.append([pair_type, f"{emphasis:g}",
+                         *(f"{methods[OURS][k]:.3f}" for k in METRIC_NAMES),
+                         f"{rank_of[OURS]:.2f}", f"{fewest}/{len(METRIC_NAMES)}"])
+        overall[emphasis] = sum(ranks) / len(ranks)
+    rows.sort(key=lambda row: row[0])
+    if markdown:
+        lines = ["| " + " | ".join(header) + " |", "|---" * len(header) + "|"]
+        lines += ["| " + " | ".join(row) + " |" for row in rows]
+    else:
+        widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
+        lines = ["  ".join(c.rjust(w) for c, w in zip(row, widths)) for row in [header, *rows]]
+    best = min(overall, key=overall.get)
+    lines += ["", "mean rank over the pair types: " + ", ".join(
+        f"e={e:g} {r:.2f}" for e, r in overall.items()) + f"; lowest at e={best:g}"]
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -114,6 +155,9 @@ def main() -> None:
                         help="only the first N validation pairs of each type (a quick check)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--markdown", action="store_true", help="print Markdown tables")
+    parser.add_argument("--emphasis", action="append", default=None, metavar="E",
+                        help="score the model at this emphasis (repeatable; default: the "
+                             "network's own)")
     args = parser.parse_args()
     if args.limit is not None and args.limit < 1:
         parser.error(f"--limit must be at least 1, got {args.limit}")
@@ -128,15 +172,25 @@ def main() -> None:
                 kept.setdefault(pair.pair_type, []).append(pair)
         pairs = [p for group in kept.values() for p in group[:args.limit]]
         paths = peer_image_paths(peers, pairs)
-    except (FileNotFoundError, ValueError) as error:
+        emphases = [parse_emphasis(e) for e in args.emphasis or []]
+        model = load_fusion_model(args.weights, device="cpu")
+        for emphasis in emphases:
+            set_emphasis(model, emphasis)
+    except (FileNotFoundError, ValueError, WeightsError) as error:
         sys.exit(f"rank_table: {error}")
     counts = {t: sum(p.pair_type == t for p in pairs) for t in kept}
     torch.set_num_threads(args.threads)
-    model = load_fusion_model(args.weights, device="cpu")
     started = time.time()
     results = score(pairs, model, lambda pair: {m: load_luma(path)
-                                                for m, path in paths[pair.name].items()})
-    print(render(results, counts, args.markdown))
+                                                for m, path in paths[pair.name].items()},
+                    emphases)
+    for emphasis in emphases:
+        print(f"## emphasis {emphasis:g}\n")
+        print(render(at_emphasis(results, emphasis), counts, args.markdown))
+    if emphases:
+        print(emphasis_table(results, emphases, args.markdown))
+    else:
+        print(render(results, counts, args.markdown))
     print(f"scored {len(pairs)} pairs in {time.time() - started:.0f} s", file=sys.stderr)
 
 

@@ -1,0 +1,123 @@
+"""The emphasis control of the 2D network: conditioning (network.py), the objective's detail
+weights (metric_objective.py), starting from trained weights (train_fusion.py), the fuse
+command's --emphasis (real subprocesses) and the bundled model's two ends on real pairs."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from ClinicalFMambaLib.fusion import (BUNDLED_MODELS, emphasis_of, fuse_images,
+                                      load_fusion_model, parse_emphasis, set_emphasis)
+from ClinicalFMambaLib.fuse_files import SAMPLE_DIR, load_pair
+from ClinicalFMambaLib.metric_objective import DETAIL_METRICS, MetricObjective
+from ClinicalFMambaLib.metrics import fusion_metrics
+from ClinicalFMambaLib.network import DEFAULT_CONFIGS, DEFAULT_EMPHASIS, FusionNet
+from ClinicalFMambaLib.train_fusion import _load_start
+from ClinicalFMambaLib.weights import bundled, save_weights
+
+torch.set_num_threads(1)  # other jobs share the CPU
+ROOT = Path(__file__).resolve().parents[1]
+CT_PAIR = (SAMPLE_DIR / "mri_ct_MRI.png", SAMPLE_DIR / "mri_ct_CT.png")
+CONDITIONED = dataclasses.replace(DEFAULT_CONFIGS[2], emphasis=True)
+
+
+def cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "ClinicalFMambaLib.cli", *args], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)
+
+
+def test_a_new_conditioning_starts_as_the_unconditioned_network():
+    torch.manual_seed(0)
+    plain = FusionNet(dataclasses.replace(CONDITIONED, emphasis=False)).eval()
+    conditioned = FusionNet(CONDITIONED).eval()
+    assert conditioned.load_state_dict(plain.state_dict(), strict=False).missing_keys == [
+        "film.0.weight", "film.0.bias", "film.2.weight", "film.2.bias"]
+    a, b = torch.rand(2, 1, 1, 48, 64).unbind(0)
+    with torch.no_grad():
+        for emphasis in (0.0, 1.0):
+            assert torch.equal(conditioned(a, b, emphasis=emphasis), plain(a, b))
+
+
+def test_emphasis_changes_a_trained_conditioning_and_is_checked():
+    torch.manual_seed(0)
+    net = FusionNet(CONDITIONED).eval()
+    torch.nn.init.normal_(net.film[-1].weight, std=0.5)  # as if trained
+    a, b = torch.rand(2, 1, 1, 32, 32).unbind(0)
+    with torch.no_grad():
+        low, high = net(a, b, emphasis=0.0), net(a, b, emphasis=1.0)
+        assert (low - high).abs().max() > 1e-3
+        assert torch.equal(net(a, b), net(a, b, emphasis=DEFAULT_EMPHASIS))
+        # One value per image of a batch.
+        both = net(torch.cat([a, a]), torch.cat([b, b]), emphasis=torch.tensor([0.0, 1.0]))
+        assert torch.allclose(both[0], low[0], atol=1e-6)
+        assert torch.allclose(both[1], high[0], atol=1e-6)
+        with pytest.raises(ValueError, match=r"\[0, 1\]"):
+            net(a, b, emphasis=1.5)
+    plain = FusionNet(DEFAULT_CONFIGS[2]).eval()
+    with pytest.raises(ValueError, match="not conditioned"):
+        plain(a, b, emphasis=0.5)
+    with pytest.raises(ValueError, match="trained with it"):
+        set_emphasis(plain, 0.5)
+    assert emphasis_of(plain) is None and emphasis_of(set_emphasis(net, "0.25")) == 0.25
+
+
+@pytest.mark.parametrize("text", ["abc", "1.5", "-0.1", "nan", "inf", ""])
+def test_parse_emphasis_refuses_what_is_not_in_0_1(text):
+    with pytest.raises(ValueError, match="emphasis must be a number from 0"):
+        parse_emphasis(text)
+
+
+def test_detail_terms_are_weighted_by_the_emphasis():
+    torch.manual_seed(0)
+    a, b = torch.rand(2, 1, 1, 64, 64).unbind(0)
+    fused = (a + b) / 2 * 0.8  # behind the best baseline on most metrics
+    objective = MetricObjective(deficit_weight=1)
+    plain, gains = objective(fused, a, b)
+    low, _ = objective(fused, a, b, emphasis=0.0)
+    high, _ = objective(fused, a, b, emphasis=1.0)
+    detail = sum(min(gains[k], 0.03) for k in DETAIL_METRICS)  # all below the margins here
+    assert detail < 0
+    # loss = -(sum of terms): a detail shortfall costs 0.25 times at 0, twice at 1.
+    assert low.item() == pytest.approx(plain.item() + 0.75 * detail, rel=1e-5)
+    assert high.item() == pytest.approx(plain.item() - 1.0 * detail, rel=1e-5)
+
+
+def test_training_starts_from_weights_of_another_stride_with_a_new_conditioning(tmp_path):
+    torch.manual_seed(0)
+    start = FusionNet(DEFAULT_CONFIGS[2])
+    save_weights(start.state_dict(), tmp_path / "start.safetensors", start.cfg.to_dict())
+    model = FusionNet(dataclasses.replace(CONDITIONED, stem_stride=4))
+    _load_start(model, tmp_path / "start.safetensors")
+    assert all(torch.equal(model.state_dict()[k], v) for k, v in start.state_dict().items())
+    other = FusionNet(dataclasses.replace(CONDITIONED, widths=(8, 16, 32)))
+    with pytest.raises(ValueError, match="another configuration"):
+        _load_start(other, tmp_path / "start.safetensors")
+
+
+@pytest.mark.parametrize("value", ["abc", "1.5", "-0.1", "nan"])
+def test_fuse_refuses_a_bad_emphasis_in_one_line(tmp_path, value):
+    result = cli("fuse", *map(str, CT_PAIR), "-o", str(tmp_path / "f.png"),
+                 f"--emphasis={value}")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        f"clinicalfmamba fuse: error: emphasis must be a number from 0 (faithful to the "
+        f"sources) to 1 (sharper), got {value!r}"]
+    assert not (tmp_path / "f.png").exists()
+
+
+def test_emphasis_for_volumes_needs_the_2d_network(tmp_path):
+    volume = ROOT / "Resources" / "sample" / "volume" / "TCGA-DU-7294_t2.nii.gz"
+    result = cli("fuse", str(volume), str(volume), "-o", str(tmp_path / "f.nii.gz"),
+                 "--emphasis", "0.5")
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "clinicalfmamba fuse: error: --emphasis applies to the 2D network; for volumes add "
+        "--model 2d"]
