@@ -934,7 +934,7 @@ def _verdictWord(result: dict | None) -> str:
         return ""
     if result.get("in_scope") is False:
         return "not brain MRI"
-    if result.get("prediction") in (None, "uncertain") or result.get("uncertain"):
+    if result.get("prediction") in (None, "uncertain"):
         return "uncertain"
     return str(result["prediction"])
 

@@ -42,7 +42,7 @@ STDOUT, STDERR = "stdout.jsonl", "stderr.txt"
 FUSION_SHARE = 0.7  # part of the progress for fusion when the result is classified
 # Fields of a volume classification copied into result.json when the classifier gives them
 # (the scope guard's verdict: in scope or not, and why; the calibrated tumour probability).
-OPTIONAL_FIELDS = ("in_scope", "reason", "uncertain", "tumour_probability")
+OPTIONAL_FIELDS = ("in_scope", "reason", "tumour_probability")
 CALLER_CHECK_SECONDS = 0.5
 
 

@@ -435,8 +435,6 @@ def test_out_of_scope_result_shows_no_class_and_no_heatmap(scene, logic, finishe
      "ClinicalFMamba: glioma (80%)"),
     ({"prediction": "uncertain", "probabilities": [0.3, 0.3, 0.2, 0.2], "reason": "weak"},
      "ClinicalFMamba: uncertain, no tumour verdict (weak)"),
-    ({"prediction": "glioma", "uncertain": True, "probabilities": [0.4, 0.3, 0.2, 0.1]},
-     "ClinicalFMamba: uncertain, no tumour verdict"),
     ({"prediction": "uncertain", "tumour_probability": 0.45, "probabilities": [0.2, 0.1, 0.55,
                                                                                0.15]},
      "ClinicalFMamba: uncertain, no tumour verdict (tumour probability 45%)"),
