@@ -136,6 +136,7 @@ def _check_targets(settings: TrainSettings, dims: int) -> None:
 
 # Configuration fields that leave the shapes of existing parameters as they are: a start may
 # differ from the network to train in these (new stages start at identity, network.py).
+FILM_LR_FACTOR = 10
 START_MAY_DIFFER = ("stem_stride", "pixel_mlp", "emphasis")
 NEW_STAGES = ("pixel.", "film.")
 
@@ -167,10 +168,18 @@ def train(settings: TrainSettings, config: FusionConfig = DEFAULT_CONFIGS[2]) ->
     origin = provenance(settings.init_weights) if settings.init_weights else None
     if settings.init_weights:
         _load_start(model, settings.init_weights)
-    optimizer = torch.optim.Adam(model.parameters(), lr=settings.lr)
+    # A new emphasis conditioning starts at zero beside trained weights: it learns at
+    # FILM_LR_FACTOR times the rate, or a short fine-tune leaves its two ends almost alike.
+    film = [p for name, p in model.named_parameters() if name.startswith("film.")]
+    rest = [p for name, p in model.named_parameters() if not name.startswith("film.")]
+    groups = [{"params": rest, "lr": settings.lr}]
+    if film:
+        groups.append({"params": film, "lr": settings.lr * FILM_LR_FACTOR})
+    optimizer = torch.optim.Adam(groups)
     steps_per_epoch = math.ceil(len(dataset) / settings.batch_size)
     schedule = torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, settings.lr, total_steps=settings.epochs * steps_per_epoch, pct_start=0.05)
+        optimizer, [g["lr"] for g in groups], total_steps=settings.epochs * steps_per_epoch,
+        pct_start=0.05)
     settings.workdir.mkdir(parents=True, exist_ok=True)
     checkpoint = settings.workdir / "checkpoint.pt"
     history, best, start_epoch = [], math.inf, 0

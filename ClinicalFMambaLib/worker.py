@@ -9,12 +9,12 @@ SlicerTotalSegmentator run their inference; Cancel kills that process tree.
 Files in FOLDER (a private temporary folder made by the caller):
 
 * in: ``job.json`` (options: model, device, classify, metrics, classifier, emphasis (None:
-  the 2D network's default); ``caller``, the
-  process id the worker ends with), ``a.nrrd`` and
-  ``b.nrrd`` (B already on A's voxel grid);
+  the 2D network's default); ``caller``, the process id the worker ends with), ``a.nrrd``
+  and ``b.nrrd`` (B already on A's voxel grid);
 * out: ``fused.nrrd``, ``heatmap.nrrd`` (when classified) and ``result.json`` (verdict,
-  tables, metrics, the emphasis fused with (None: a network without one), warnings). ``result.json`` is renamed into place last, so its presence
-  means every output is complete.
+  tables, metrics, the emphasis fused with (None: a network without one), warnings).
+  ``result.json`` is renamed into place last, so its presence means every output is
+  complete.
 
 Standard output carries one JSON object per line: ``{"progress": f, "status": s}``,
 ``{"warning": s}``, and on failure ``{"error": s}`` (one line naming the problem) before exit
