@@ -6,8 +6,9 @@ Each input is normalised once over the whole volume (percentile window over its
 foreground, the voxels above the background, so a zero background does not count), so that
 every slice of one volume shares one intensity mapping. The 2D network then fuses the axial
 slices (array axis 0) in batches; slices where both inputs are empty stay 0. The 3D network
-fuses overlapping patches of the box around the signal, blended with Gaussian weights
-(``sliding_window.py``); voxels empty in both inputs stay 0. A colour input
+fuses the box around the signal in one pass where the memory allows (a whole brain volume on
+the CPU), else in overlapping patches blended with Gaussian weights (``sliding_window.py``);
+voxels empty in both inputs stay 0. A colour input
 is fused on its luma and its chroma is put back, as for 2D images.
 
 Geometry helpers work in physical space (SimpleITK, LPS); ``image_from_array`` takes Slicer's
@@ -149,8 +150,8 @@ def _fuse_whole_volume(model: FusionNet, ya: np.ndarray, yb: np.ndarray,
                        progress: Callable[[float], None] | None,
                        cancel: Callable[[], bool] | None,
                        units: Callable[[int, str], None] | None = None) -> np.ndarray:
-    """The 3D network over overlapping patches (bounded memory) of the box around the
-    voxels with signal, plus a margin of context; background stays 0. Skull-stripped or
+    """The 3D network over the box around the voxels with signal, plus a margin of context
+    (in one pass, or in patches where the memory would not hold it); background stays 0. Skull-stripped or
     padded volumes are mostly background, so the box saves about half the work."""
     fused = np.zeros_like(ya)
     signal = (ya > 0) | (yb > 0)
@@ -160,7 +161,7 @@ def _fuse_whole_volume(model: FusionNet, ya: np.ndarray, yb: np.ndarray,
             progress(1.0)
         return fused
     if units is not None:
-        units(patch_count(ya[box].shape), "patch")
+        units(patch_count(ya[box].shape, device=next(model.parameters()).device), "patch")
     fused[box] = sliding_window_fuse(model, ya[box], yb[box], progress=progress, cancel=cancel)
     fused[~signal] = 0.0
     return fused

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 from ClinicalFMambaLib.network import FusionConfig, FusionNet, image_batch
-from ClinicalFMambaLib.sliding_window import (FusionCancelled, gaussian_weight, patch_starts,
-                                              sliding_window_fuse)
+from ClinicalFMambaLib.sliding_window import (FusionCancelled, default_patch, gaussian_weight,
+                                              patch_count, patch_starts, sliding_window_fuse)
 
 torch.set_num_threads(1)
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -112,3 +112,34 @@ def test_volume_loss_optimum_is_cached_and_travels_with_its_patch(tmp_path):
         assert sample.shape == (3, 1, 32, 32, 32)
         matches.append([torch.allclose(sample[2], sample[k], atol=2e-3) for k in (0, 1)])
     assert all(sum(m) == 1 for m in matches) and {m.index(True) for m in matches} == {0, 1}
+
+
+def test_cpu_takes_a_whole_volume_in_one_patch_and_tiles_larger_ones():
+    cpu = torch.device("cpu")
+    assert default_patch((155, 240, 240), cpu) == (155, 240, 240)
+    assert patch_count((155, 240, 240), device=cpu) == 1
+    huge = (400, 512, 512)
+    patch = default_patch(huge, cpu)
+    assert len(set(patch)) == 1 and patch[0] % 16 == 0 and patch[0] < 400
+    assert patch_count(huge, device=cpu) > 1
+
+
+def test_one_patch_is_the_network_output_itself():
+    model = FusionNet(TINY3D).eval()
+    rng = np.random.default_rng(1)
+    a, b = rng.random((20, 23, 17), np.float32), rng.random((20, 23, 17), np.float32)
+    with torch.inference_mode():
+        whole = model(image_batch(a), image_batch(b))[0, 0].numpy()
+    np.testing.assert_allclose(sliding_window_fuse(model, a, b), whole, atol=1e-6)
+
+
+def test_blending_weights_reproduce_a_constant_output():
+    # A network whose output is one constant everywhere: the weighted average of overlapping
+    # patches must give that constant back at every voxel, borders and overlaps included.
+    model = FusionNet(TINY3D).eval()
+    for layer in (model.head, model.refine[-1]):
+        torch.nn.init.zeros_(layer.weight)
+        torch.nn.init.zeros_(layer.bias)
+    a = np.full((21, 19, 26), 0.3, np.float32)
+    fused = sliding_window_fuse(model, a, a, patch=8, overlap=0.25)
+    np.testing.assert_allclose(fused, 0.3, atol=1e-6)
