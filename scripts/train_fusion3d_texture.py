@@ -1,7 +1,8 @@
 """Fine-tune the 3D fusion model's full-resolution refinement so that it stops adding grain.
 
     python scripts/train_fusion3d_texture.py --init-weights Resources/weights/fusion3d.safetensors
-        [--noise-weight 1] [--metric-weight NAME=W ...] [--epochs 8] [--patches 96] [--crop 64] [--lr 1e-3] [--threads 1]
+        [--noise-weight 1] [--metric-weight NAME=W ...] [--epochs 8] [--patches 96]
+        [--crop 64] [--val-crop 96] [--lr 1e-3] [--threads 1]
         [--workdir runs/fusion3d-texture] [--output runs/fusion3d-texture/fusion3d.safetensors]
 
 The metric objective (metric_objective.MetricObjective) rewards SF and AG, which the
@@ -11,10 +12,10 @@ measures it). Only the refinement is trained here, on the objective plus ``--noi
 times the flat-region grain beyond max fusion's (flat_noise.noise_excess); every other weight
 keeps its initial value, so the stages before the refinement run once per patch and their
 output is cached. ``--patches`` random patches of the training cases
-(brain3d_data.PatchDataset3D) are drawn once and visited in a new order each epoch; each epoch
-is validated on the held-back case's centre 96^3 crops of its six contrast pairs, and the epoch
-with the lowest validation loss is written to --output with its record in that folder's
-MANIFEST.json.
+(brain3d_data.PatchDataset3D) are drawn once and visited in a new order each epoch; each
+epoch is validated on the held-back case's centre crops (--val-crop voxels a side) of its six
+contrast pairs, and the epoch with the lowest validation loss is written to --output with its
+record in that folder's MANIFEST.json (none when no epoch improves on the initial weights).
 """
 
 from __future__ import annotations
@@ -39,8 +40,6 @@ from ClinicalFMambaLib.fusion import load_fusion_model
 from ClinicalFMambaLib.metric_objective import MetricObjective
 from ClinicalFMambaLib.network import FusionNet, parameter_count
 from ClinicalFMambaLib.weights import provenance, save_weights
-
-VAL_CROP = 96
 
 
 class FrozenStages:
@@ -118,6 +117,8 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=8)
     parser.add_argument("--patches", type=int, default=96, help="training patches (drawn once)")
     parser.add_argument("--crop", type=int, default=64)
+    parser.add_argument("--val-crop", type=int, default=96,
+                        help="side of the held-back case's centre crops for validation")
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
@@ -137,7 +138,7 @@ def main() -> None:
     patches = [frozen(pair[0:1], pair[1:2]) for pair in
                (dataset[i] for i in tqdm(range(len(dataset)), desc="patches"))]
     crops = [frozen(*(torch.from_numpy(v)[None, None] for v in (x, y)))
-             for _, x, y in validation_crops(val_cases[0], VAL_CROP)]
+             for _, x, y in validation_crops(val_cases[0], args.val_crop)]
     optimizer = torch.optim.Adam(model.refine.parameters(), lr=args.lr)
     schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, args.epochs * args.patches)
     objective = MetricObjective(metric_weights=dict(args.metric_weight) or None)
@@ -169,7 +170,7 @@ def main() -> None:
                 "validation": {"brain3d": val, "loss": val["loss"]},
                 "init_weights": provenance(args.init_weights),
                 "validation_cases": f"{val_cases[0].name}, all contrast pairs, centre "
-                                    f"{VAL_CROP}^3 crop"})
+                                    f"{args.val_crop}^3 crop"})
     (args.workdir / "history.json").write_text(json.dumps(history, indent=1) + "\n")
 
 
