@@ -69,7 +69,7 @@ SAMPLE_DIR = LIBRARY_ROOT / "Resources" / "sample" / "volume"
 SAMPLE_FILES = ("TCGA-DU-7294_t2.nii.gz", "TCGA-DU-7294_flair.nii.gz")
 MODEL_CHOICES = ("auto", "2d", "3d")  # ClinicalFMambaLib.volume_fusion.MODEL_KINDS
 DEVICE_CHOICES = ("auto", "cpu", "cuda")
-DEFAULT_EMPHASIS = 0.5  # ClinicalFMambaLib.network.DEFAULT_EMPHASIS (imports torch)
+DEFAULT_EMPHASIS = 0.25  # ClinicalFMambaLib.network.DEFAULT_EMPHASIS (imports torch)
 EMPHASIS = "ClinicalFMamba.Emphasis"  # attribute of the fused node: the emphasis fused with
 # Import name -> pip requirement of every package the library needs besides torch (which
 # comes from the PyTorch extension); the same as pyproject.toml's dependencies.
@@ -516,9 +516,10 @@ class ClinicalFMambaLogic(ScriptedLoadableModuleLogic):
         the output node (``GetNodeReference("Heatmap" | "Probabilities" | "SliceVerdicts"
         | "Metrics")``). ``emphasis`` (2D model): from 0, faithful to the sources, to 1,
         sharper; None: the network's default; the value used is the output's ``EMPHASIS``
-        attribute. ``progress(fraction)`` follows the worker; ``cancel()`` returning
-        True kills it and raises ``Cancelled``; a worker error raises ``WorkerFailed``. Inputs
-        are never modified, and a cancelled or failed run leaves the scene as it was.
+        attribute (none, with a warning, for weights without the control).
+        ``progress(fraction)`` follows the worker; ``cancel()`` returning True kills it and
+        raises ``Cancelled``; a worker error raises ``WorkerFailed``. Inputs are never
+        modified, and a cancelled or failed run leaves the scene as it was.
         """
         job = self.start(inputA, inputB, output, model=model, device=device, classify=classify,
                          metrics=metrics, heatmapOpacity=heatmapOpacity, classifier=classifier,

@@ -65,9 +65,9 @@ def set_emphasis(model: FusionNet, emphasis: str | float | None) -> FusionNet:
         return model
     value = parse_emphasis(emphasis)
     if model.film is None:
-        raise ValueError(f"emphasis applies to fusion networks trained with it; these "
-                         f"{model.cfg.spatial_dims}D weights were not (the bundled 2D network is; "
-                         "for volumes use the 2D model)")
+        raise ValueError(f"emphasis applies to fusion networks trained with it "
+                         f"(train-fusion --emphasis-conditioned); these "
+                         f"{model.cfg.spatial_dims}D weights were not")
     model.emphasis = value
     return model
 

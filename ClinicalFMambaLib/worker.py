@@ -104,8 +104,13 @@ def run(folder: Path, report: Callable[[float, str], None]) -> dict:
     share = FUSION_SHARE if options["classify"] else 1.0
     # Both networks are loaded first, so a missing or corrupt file is reported at once.
     report(0.0, "Loading the networks")
-    model = set_emphasis(volume_fusion.load_volume_model(options["model"], options["device"]),
-                         options.get("emphasis"))
+    model = volume_fusion.load_volume_model(options["model"], options["device"])
+    if options.get("emphasis") is not None and emphasis_of(model) is None:
+        # The module's slider always sends a value; weights without the control still fuse.
+        warnings.warn(f"the {model.cfg.spatial_dims}D fusion weights have no emphasis control "
+                      "(not trained with one); fused without it")
+    else:
+        set_emphasis(model, options.get("emphasis"))
     classifier = None
     if options["classify"]:
         classifier = load_classifier(options.get("classifier"),

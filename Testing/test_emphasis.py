@@ -1,6 +1,7 @@
 """The emphasis control of the 2D network: conditioning (network.py), the objective's detail
 weights (metric_objective.py), starting from trained weights (train_fusion.py), the fuse
-command's --emphasis (real subprocesses) and the bundled model's two ends on real pairs."""
+command's --emphasis (real subprocesses) and its JSON report. The two ends of the trained
+networks are measured on the held-back cases in docs/results.md (scripts/rank_table.py)."""
 
 from __future__ import annotations
 
@@ -14,14 +15,12 @@ import numpy as np
 import pytest
 import torch
 
-from ClinicalFMambaLib.fusion import (BUNDLED_MODELS, emphasis_of, fuse_images,
-                                      load_fusion_model, parse_emphasis, set_emphasis)
-from ClinicalFMambaLib.fuse_files import SAMPLE_DIR, load_pair
+from ClinicalFMambaLib.fuse_files import SAMPLE_DIR
+from ClinicalFMambaLib.fusion import emphasis_of, parse_emphasis, set_emphasis
 from ClinicalFMambaLib.metric_objective import DETAIL_METRICS, MetricObjective
-from ClinicalFMambaLib.metrics import fusion_metrics
 from ClinicalFMambaLib.network import DEFAULT_CONFIGS, DEFAULT_EMPHASIS, FusionNet
 from ClinicalFMambaLib.train_fusion import _load_start
-from ClinicalFMambaLib.weights import bundled, save_weights
+from ClinicalFMambaLib.weights import save_weights
 
 torch.set_num_threads(1)  # other jobs share the CPU
 ROOT = Path(__file__).resolve().parents[1]
@@ -121,3 +120,28 @@ def test_emphasis_for_volumes_needs_the_2d_network(tmp_path):
     assert result.stderr.strip().splitlines() == [
         "clinicalfmamba fuse: error: --emphasis applies to the 2D network; for volumes add "
         "--model 2d"]
+
+
+
+def test_fuse_records_the_emphasis_in_its_report(tmp_path):
+    """fuse --classify writes the emphasis used into its JSON report: the default of
+    conditioned weights, the value given, and null for weights without the control."""
+    torch.manual_seed(0)
+    net = FusionNet(CONDITIONED)
+    torch.nn.init.normal_(net.film[-1].weight, std=0.5)  # a conditioning that acts
+    weights = tmp_path / "w" / "fusion2d.safetensors"
+    save_weights(net.state_dict(), weights, net.cfg.to_dict())
+    cases = ((["--weights", str(weights)], DEFAULT_EMPHASIS),
+             (["--weights", str(weights), "--emphasis", "0.75"], 0.75),
+             ([], None))
+    for index, (extra, expected) in enumerate(cases):
+        out = tmp_path / f"f{index}.png"
+        result = cli("fuse", *map(str, CT_PAIR), "-o", str(out), "--device", "cpu",
+                     "--classify", *extra)
+        assert result.returncode == 0, result.stderr
+        report = json.loads(out.with_name(f"{out.stem}_report.json").read_text())
+        assert report["emphasis"] == expected
+    # The bundled weights have no emphasis control: asking for one is refused in one line.
+    result = cli("fuse", *map(str, CT_PAIR), "-o", str(tmp_path / "x.png"), "--emphasis", "1")
+    assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1
+    assert "train-fusion --emphasis-conditioned" in result.stderr

@@ -33,6 +33,7 @@ from vtk.util.numpy_support import vtk_to_numpy  # noqa: E402
 from ClinicalFMambaLib.classifier_model import DEFAULT_ARCH, build_model  # noqa: E402
 from ClinicalFMambaLib.classifier_train import model_config  # noqa: E402
 from ClinicalFMambaLib.classify import BUNDLED_NAME  # noqa: E402
+from ClinicalFMambaLib.network import DEFAULT_EMPHASIS  # noqa: E402
 from ClinicalFMambaLib.volume_fusion import MODEL_KINDS  # noqa: E402
 from ClinicalFMambaLib.weights import bundled, save_weights  # noqa: E402
 
@@ -209,6 +210,9 @@ def test_bad_inputs_are_named(scene, sample, logic):
         logic.prepare(volume_a, volume_b, volume_b)
     with pytest.raises(ValueError, match="model must be one of"):
         logic.prepare(volume_a, volume_b, model="4d")
+    for emphasis in (1.5, -0.1, float("nan")):
+        with pytest.raises(ValueError, match=r"emphasis must lie in \[0, 1\]"):
+            logic.prepare(volume_a, volume_b, model="2d", emphasis=emphasis)
     label = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLLabelMapVolumeNode", "labels")
     slicer.util.updateVolumeFromArray(label, np.zeros((4, 8, 8), np.uint8))
     with pytest.raises(ValueError, match="label"):
@@ -253,6 +257,18 @@ def test_parent_transform_of_b_is_applied(scene, sample, logic):
 
 def test_choices_match_the_library():
     assert module.MODEL_CHOICES == MODEL_KINDS
+    assert module.DEFAULT_EMPHASIS == DEFAULT_EMPHASIS
+
+
+def test_emphasis_goes_to_the_worker_and_weights_without_it_fuse_with_a_warning(
+        scene, sample, logic, caplog):
+    """The emphasis travels in job.json; the bundled 2D weights have no emphasis control, so
+    the run fuses without it, warns, and records no emphasis on the fused node."""
+    assert logic.prepare(*sample, model="2d", emphasis=0.75).options["emphasis"] == 0.75
+    node = logic.fuse(*sample, model="2d", device="cpu", classify=False, emphasis=0.75)
+    assert node.GetAttribute(module.EMPHASIS) is None
+    assert any("no emphasis control" in record.getMessage() for record in caplog.records)
+    slicer.mrmlScene.RemoveNode(node)
 
 
 def test_requirements_match_pyproject():
