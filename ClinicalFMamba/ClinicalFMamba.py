@@ -952,6 +952,11 @@ def _verdictText(result: dict | None) -> str:
             why.append(f"tumour probability {result['tumour_probability']:.0%}")
         why = "; ".join(text for text in why if text)
         return f"ClinicalFMamba: {word}, no tumour verdict" + (f" ({why})" if why else "")
+    if result.get("tumour_probability") is not None and word != "notumor":
+        # A volume: the type is the 2D classifier's suggestion, unvalidated on volumes
+        # (docs/classifier.md), so the verdict is the calibrated tumour probability.
+        return (f"ClinicalFMamba: tumour ({result['tumour_probability']:.0%}),"
+                f" type suggestion {word} (not validated on volumes)")
     return f"ClinicalFMamba: {word} ({max(result['probabilities']):.0%})"
 
 

@@ -155,8 +155,20 @@ def verdict_line(record: dict) -> str:
         return f"{record['input']}: not classified, {record['reason']}"
     shown = "  ".join(f"{k} {v:.3f}" for k, v in record["probabilities"].items())
     tumour = record.get("tumour_probability")
-    evidence = f"tumour probability {tumour:.2f}; " if tumour is not None else ""
-    return f"{record['input']}: {record['prediction']}  ({evidence}{shown})"
+    if tumour is None:
+        return f"{record['input']}: {record['prediction']}  ({shown})"
+    return (f"{record['input']}: {volume_verdict(record)}  "
+            f"(tumour probability {tumour:.2f}; {shown})")
+
+
+def volume_verdict(record: dict) -> str:
+    """A volume's verdict in words. The tumour type comes from the 2D classifier, trained on
+    JPEGs; on volumes it is unvalidated (docs/classifier.md: it named both brain3d gliomas
+    meningioma), so it is given as a suggestion, not as the verdict."""
+    prediction = record["prediction"]
+    if prediction in ("uncertain", "notumor"):
+        return prediction
+    return f"tumour, type suggestion {prediction} (not validated on volumes)"
 
 
 def run_classify(args: argparse.Namespace) -> int:

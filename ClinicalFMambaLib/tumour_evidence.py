@@ -2,9 +2,11 @@
 per-slice probability and the volume rule (see docs/classifier.md, "Volume verdict").
 
 The evidence network (``tumour_seg_model``) was trained on labelled skull-stripped MRI
-volumes of every contrast and on fused pairs; its slice scores are turned into
-probabilities by Platt scaling fitted on leave-one-case-out predictions, stored with the
-weights. The volume's tumour probability is the ``VOLUME_RANK``-th highest slice
+volumes of every contrast and on fused pairs. A slice's probability is a logistic function of
+two features: the network's slice score and the classical left-right asymmetry of the slice's
+brightest voxels (``tumour_slices.asymmetry_scores``), with weights fitted on leave-one-case-out
+predictions and stored with the network (on those folds the asymmetry separates tumour slices
+better than the network's score alone; docs/classifier.md). The volume's tumour probability is the ``VOLUME_RANK``-th highest slice
 probability among the slices that hold enough brain: a tumour spans several slices, a single
 suspicious slice does not make one.
 """
@@ -20,6 +22,7 @@ import torch
 from .classifier_volumes import (MIN_BRAIN_FRACTION, VolumeSlices, prepare_volume,
                                  slices_to_volume)
 from .tumour_seg_model import TumourSegNet, build_seg_model, slice_logits
+from .tumour_slices import asymmetry_scores
 from .weights import bundled, load_network
 
 BUNDLED_EVIDENCE = "tumour_evidence.safetensors"
@@ -32,6 +35,7 @@ HEATMAP_FLOOR = 0.5
 # in between the verdict is "uncertain".
 TUMOUR_AT = 0.7
 NO_TUMOUR_AT = 0.3
+ASYMMETRY_OFFSET = 1e-3
 
 
 @dataclass
@@ -43,15 +47,24 @@ class TumourEvidence:
     def input_size(self) -> int:
         return int(self.config["input_size"])
 
-    def calibrate(self, logits: np.ndarray) -> np.ndarray:
-        """Slice logits -> calibrated probabilities (Platt scaling)."""
-        scale, shift = self.config["calibration"]
-        return 1.0 / (1.0 + np.exp(-(scale * np.asarray(logits, np.float64) + shift)))
+    def calibrate(self, logits: np.ndarray, asymmetry: np.ndarray) -> np.ndarray:
+        """Slice scores and asymmetries -> calibrated tumour probabilities."""
+        weights = np.asarray(self.config["calibration"], np.float64)
+        score = slice_features(logits, asymmetry) @ weights[:-1] + weights[-1]
+        return 1.0 / (1.0 + np.exp(-score))
+
+
+def slice_features(logits: np.ndarray, asymmetry: np.ndarray) -> np.ndarray:
+    """(Z, 2) features of the calibration: the network's slice score and the log asymmetry
+    (a slice without bright voxels has asymmetry 0; the offset keeps its log finite)."""
+    return np.stack([np.asarray(logits, np.float64),
+                     np.log(np.asarray(asymmetry, np.float64) + ASYMMETRY_OFFSET)], 1)
 
 
 @dataclass(frozen=True)
 class SliceEvidence:
-    logits: np.ndarray          # (Z,) slice scores before calibration
+    logits: np.ndarray          # (Z,) the network's slice scores
+    asymmetry: np.ndarray       # (Z,) left-right asymmetry of the brightest voxels
     probabilities: np.ndarray   # (Z,) calibrated tumour probability per axial slice
     heatmap: np.ndarray         # input's shape, per-voxel tumour probability, 0 outside brain
     brain_area: np.ndarray      # (Z,)
@@ -93,7 +106,10 @@ def slice_evidence(evidence: TumourEvidence, slices: VolumeSlices, batch_size: i
     area = slices.brain_area
     eligible = area >= MIN_BRAIN_FRACTION * area.max()
     raw = torch.cat(logits).numpy()
-    return SliceEvidence(raw, evidence.calibrate(raw), heatmap, area, eligible)
+    # On the prepared slices the crop is centred on the brain and zero outside it.
+    asymmetry = asymmetry_scores(slices.images, slices.images > 0)
+    return SliceEvidence(raw, asymmetry, evidence.calibrate(raw, asymmetry), heatmap, area,
+                         eligible)
 
 
 def volume_evidence(evidence: TumourEvidence, volume: np.ndarray, direction=None,

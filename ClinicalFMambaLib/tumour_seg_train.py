@@ -4,7 +4,9 @@ Samples: axial slices of every contrast (T1, T1c, T2, FLAIR) and of fused pairs 
 bundled 3D fusion model's output) of the cases with a tumour segmentation, prepared as
 ``classify_volume`` prepares them; CarveMix copies (a segmented tumour pasted with its mask
 into a tumour-free slice of the same kind of image); and tumour-free JPEG slices of the
-4-class set as extra negatives. Loss: per-pixel binary cross-entropy plus soft Dice.
+4-class set as extra negatives. A case without a segmentation takes part with the pseudo mask
+of its FLAIR (``tumour_pseudo_labels``), a ring around it left unlabelled. Loss: per-pixel
+binary cross-entropy plus soft Dice over the pixels of known label.
 """
 
 from __future__ import annotations
@@ -23,7 +25,10 @@ import torch.nn.functional as F
 from .classifier_augment import augment
 from .classifier_datasets import list_class_folders, load_images
 from .tumour_seg_model import TumourSegNet, slice_logits
-from .tumour_slices import SEGMENTATION_NAME, LabelledSlices, labelled_slices, to_tensor
+from .classifier_volumes import brain_mask
+from .tumour_pseudo_labels import flair_lesion_mask, unknown_ring
+from .tumour_slices import (SEGMENTATION_NAME, LabelledSlices, labelled_slices, read_array,
+                            to_tensor)
 
 CONTRASTS = ("t1", "t1c", "t2", "flair")
 FUSED_PAIRS = (("t2", "flair"), ("t1c", "flair"), ("t1", "t2"))
@@ -59,10 +64,16 @@ def case_images(case: Path) -> dict[str, sitk.Image]:
 
 
 def case_slices(case: Path, size: int) -> list[LabelledSlices]:
-    """Labelled slices of every image of a case that has a tumour segmentation."""
-    segmentation = sitk.GetArrayFromImage(sitk.ReadImage(str(case / SEGMENTATION_NAME)))
+    """Labelled slices of every image of a case: masks from its tumour segmentation or,
+    without one, the pseudo mask of its FLAIR (``tumour_pseudo_labels``)."""
+    if (case / SEGMENTATION_NAME).exists():
+        segmentation, unknown = read_array(case / SEGMENTATION_NAME) > 0, None
+    else:
+        flair = read_array(case / "flair.nii.gz")
+        segmentation = flair_lesion_mask(flair, brain_mask(flair))
+        unknown = unknown_ring(segmentation)
     return [labelled_slices(f"{case.name}/{kind}", sitk.GetArrayFromImage(image),
-                            segmentation, size, image.GetDirection())
+                            segmentation, size, image.GetDirection(), unknown)
             for kind, image in case_images(case).items()]
 
 
@@ -70,21 +81,24 @@ class SlicePool:
     """Training slices of labelled volumes, grouped by kind of image for CarveMix."""
 
     def __init__(self, volumes: list[LabelledSlices]) -> None:
-        images, masks, kinds = [], [], []
+        images, masks, known, kinds = [], [], [], []
         for volume in volumes:
             keep = volume.brain_area >= MIN_TRAIN_BRAIN * volume.brain_area.max()
             images.append(volume.images[keep])
             masks.append(volume.masks[keep])
+            known.append(volume.known[keep])
             kinds += [volume.name.split("/")[-1]] * int(keep.sum())
         self.images = to_tensor(np.concatenate(images))
         self.masks = to_tensor(np.concatenate(masks))
+        self.known = to_tensor(np.concatenate(known))
         self.kinds = np.array(kinds)
         self.tumour = self.masks.flatten(1).amax(1) > 0
 
     def sample(self, n: int, generator: torch.Generator, carvemix: float,
-               synthetic: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
-        """Half tumour slices, half others; a ``carvemix`` share of the others gets a pasted
-        tumour of a slice of the same kind, a ``synthetic`` share a synthetic lesion."""
+               synthetic: float = 0.0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Images, masks and known-label maps: half tumour slices, half others; a
+        ``carvemix`` share of the others gets a pasted tumour of a slice of the same kind, a
+        ``synthetic`` share a synthetic lesion (both labelled where pasted)."""
         positives = torch.nonzero(self.tumour).flatten()
         negatives = torch.nonzero(~self.tumour).flatten()
         def draw(pool: torch.Tensor, count: int) -> torch.Tensor:
@@ -92,12 +106,14 @@ class SlicePool:
 
         pick = torch.cat([draw(positives, n // 2), draw(negatives, n - n // 2)])
         images, masks = self.images[pick].clone(), self.masks[pick].clone()
+        known = self.known[pick].clone()
         for row in range(n // 2, n):
             draw = torch.rand(1, generator=generator).item()
             if draw >= carvemix + synthetic:
                 continue
             if draw >= carvemix:
                 images[row], masks[row] = synthetic_lesion(images[row], generator)
+                known[row] = torch.maximum(known[row], masks[row])
                 continue
             same = positives[torch.from_numpy(self.kinds[positives.numpy()]
                                               == self.kinds[int(pick[row])])]
@@ -106,7 +122,8 @@ class SlicePool:
             source = int(same[torch.randint(len(same), (1,), generator=generator)])
             images[row], masks[row] = carve_mix(images[row], self.images[source],
                                                 self.masks[source], generator)
-        return images, masks
+            known[row] = torch.maximum(known[row], masks[row])
+        return images, masks, known
 
 
 def carve_mix(target: torch.Tensor, source: torch.Tensor, source_mask: torch.Tensor,
@@ -161,9 +178,11 @@ def synthetic_lesion(image: torch.Tensor, generator: torch.Generator
     return lesioned[None], mask[None]
 
 
-def augment_labelled(images: torch.Tensor, masks: torch.Tensor, generator: torch.Generator
-                     ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Geometry (flip, rotation, scale, shift) on images and masks; intensity on images."""
+def augment_labelled(images: torch.Tensor, masks: torch.Tensor, known: torch.Tensor,
+                     generator: torch.Generator
+                     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Geometry (flip, rotation, scale, shift) on images, masks and known-label maps;
+    intensity on images."""
     n = images.shape[0]
 
     def uniform(lo: float, hi: float) -> torch.Tensor:
@@ -178,12 +197,14 @@ def augment_labelled(images: torch.Tensor, masks: torch.Tensor, generator: torch
     grid = F.affine_grid(theta, list(images.shape), align_corners=False)
     images = F.grid_sample(images, grid, mode="bilinear", align_corners=False)
     masks = (F.grid_sample(masks, grid, mode="bilinear", align_corners=False) >= 0.5).float()
+    known = (F.grid_sample(known, grid, mode="bilinear", align_corners=False,
+                           padding_mode="border") >= 0.5).float()
     brain = images > 0
     gamma = torch.exp(uniform(math.log(0.7), math.log(1.4))).view(n, 1, 1, 1)
     images = images.clamp_min(0) ** gamma
     images = images * uniform(0.85, 1.15).view(n, 1, 1, 1)
     noise = torch.randn(images.shape, generator=generator) * uniform(0, 0.03).view(n, 1, 1, 1)
-    return ((images + noise) * brain).clamp(0, 1), masks
+    return ((images + noise) * brain).clamp(0, 1), masks, torch.maximum(known, masks)
 
 
 def jpeg_negatives(tumor_mri_training: Path, size: int) -> torch.Tensor:
@@ -193,12 +214,12 @@ def jpeg_negatives(tumor_mri_training: Path, size: int) -> torch.Tensor:
     return to_tensor(load_images(keep, size).astype(np.float32) / 255)
 
 
-def seg_loss(logits: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
-    """Binary cross-entropy plus soft Dice over the batch."""
-    bce = F.binary_cross_entropy_with_logits(logits, masks)
-    probs = torch.sigmoid(logits)
+def seg_loss(logits: torch.Tensor, masks: torch.Tensor, known: torch.Tensor) -> torch.Tensor:
+    """Binary cross-entropy plus soft Dice over the batch's pixels of known label."""
+    bce = F.binary_cross_entropy_with_logits(logits, masks, weight=known, reduction="sum")
+    probs = torch.sigmoid(logits) * known
     dice = 1 - (2 * (probs * masks).sum() + 1) / (probs.sum() + masks.sum() + 1)
-    return bce + dice
+    return bce / known.sum().clamp_min(1) + dice
 
 
 def train_seg(pool: SlicePool, negatives: torch.Tensor, steps: int, batch_size: int = 24,
@@ -214,17 +235,18 @@ def train_seg(pool: SlicePool, negatives: torch.Tensor, steps: int, batch_size: 
     n_jpeg = batch_size // 3
     start, running = time.time(), 0.0
     for step in range(steps):
-        images, masks = pool.sample(batch_size - n_jpeg, generator, carvemix, synthetic)
-        images, masks = augment_labelled(images, masks, generator)
+        images, masks, known = pool.sample(batch_size - n_jpeg, generator, carvemix, synthetic)
+        images, masks, known = augment_labelled(images, masks, known, generator)
         jpegs = augment(negatives[torch.randint(len(negatives), (n_jpeg,), generator=generator)],
                         generator)
         images = torch.cat([images, jpegs])
         masks = torch.cat([masks, torch.zeros_like(jpegs)])
+        known = torch.cat([known, torch.ones_like(jpegs)])
         net.train()
         # bf16 autocast and channels-last convolutions: about 2x faster on CPUs with AVX512-BF16.
         with torch.autocast("cpu", dtype=torch.bfloat16):
             logits = net(images.contiguous(memory_format=torch.channels_last))
-        loss = seg_loss(logits.float(), masks)
+        loss = seg_loss(logits.float(), masks, known)
         optimiser.zero_grad()
         loss.backward()
         optimiser.step()

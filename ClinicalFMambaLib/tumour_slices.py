@@ -31,6 +31,7 @@ class LabelledSlices:
     name: str
     images: np.ndarray       # (Z, S, S) float32 in [0, 1]
     masks: np.ndarray        # (Z, S, S) bool
+    known: np.ndarray        # (Z, S, S) bool, pixels whose label is known (all, for real masks)
     brain_area: np.ndarray   # (Z,) brain pixels per slice of the input grid
     has_tumour: np.ndarray   # (Z,) bool, any tumour voxel in the slice (input grid)
 
@@ -40,13 +41,19 @@ def read_array(path: str | Path) -> np.ndarray:
 
 
 def labelled_slices(name: str, volume: np.ndarray, segmentation: np.ndarray, size: int,
-                    direction=None) -> LabelledSlices:
-    """Slices of ``volume`` as the model sees them, with ``segmentation > 0`` as masks."""
+                    direction=None, unknown: np.ndarray | None = None) -> LabelledSlices:
+    """Slices of ``volume`` as the model sees them, with ``segmentation > 0`` as masks and,
+    for pseudo masks, the ``unknown`` voxels left unlabelled."""
     slices = prepare_volume(volume, size, direction)
-    tumour = slices.orientation.apply(segmentation > 0)
-    masks = resize_slices(crop_box(tumour.astype(np.float32), slices.box), size) >= 0.5
-    return LabelledSlices(name, slices.images, masks, slices.brain_area,
-                          tumour.any(axis=(1, 2)))
+
+    def model_grid(voxels: np.ndarray) -> np.ndarray:
+        oriented = slices.orientation.apply(voxels)
+        return resize_slices(crop_box(oriented.astype(np.float32), slices.box), size) >= 0.5
+
+    masks = model_grid(segmentation > 0)
+    known = ~model_grid(unknown) & ~masks if unknown is not None else np.ones_like(masks)
+    return LabelledSlices(name, slices.images, masks, known | masks, slices.brain_area,
+                          (segmentation > 0).any(axis=(1, 2)))
 
 
 # --------------------------------------------------------------------------- anchors
@@ -60,6 +67,8 @@ def bright_voxels(flair: np.ndarray, brain: np.ndarray) -> np.ndarray:
 def asymmetry_scores(flair: np.ndarray, brain: np.ndarray) -> np.ndarray:
     """Classical slice score: how one-sided the bright FLAIR voxels of each axial slice are,
     |left - right| counted about the brain's mid-sagittal column, over the brain's size."""
+    if not brain.any():
+        return np.zeros(flair.shape[0])
     bright = bright_voxels(flair, brain)
     xs = np.nonzero(brain.any(axis=(0, 1)))[0]
     middle = (xs.min() + xs.max() + 1) / 2

@@ -12,10 +12,15 @@ import SimpleITK as sitk
 import torch
 
 from ClinicalFMambaLib.classifier_images import colourfulness, read_image
-from ClinicalFMambaLib.classify import classify_image, classify_volume, load_classifier
+from ClinicalFMambaLib.classify import (classify_image, classify_volume, load_classifier,
+                                        result_record)
 from ClinicalFMambaLib.cli import main
+from ClinicalFMambaLib.cli_classifier import verdict_line
 from ClinicalFMambaLib.scope_guard import MAX_COLOURFULNESS, fit_scope_guard, image_problem
-from ClinicalFMambaLib.tumour_evidence import VOLUME_RANK, volume_tumour_probability
+from ClinicalFMambaLib.classifier_volumes import brain_mask
+from ClinicalFMambaLib.tumour_evidence import (ASYMMETRY_OFFSET, VOLUME_RANK, TumourEvidence,
+                                               volume_tumour_probability)
+from ClinicalFMambaLib.tumour_pseudo_labels import flair_lesion_mask, unknown_ring
 from ClinicalFMambaLib.tumour_seg_model import TumourSegNet, slice_logits
 from ClinicalFMambaLib.tumour_seg_train import (SlicePool, augment_labelled, carve_mix,
                                                 seg_loss, train_seg)
@@ -81,11 +86,13 @@ def test_carve_mix_and_augmentation_keep_images_and_masks_paired(tcga_slab):
                             torch.Generator().manual_seed(1))
     assert mask.sum() > 0 and torch.all(image[mask > 0] >= 0)
     assert torch.all(mask <= (torch.from_numpy(slices.images[target])[None] > 0).float())
-    images, masks = pool.sample(8, generator, carvemix=1.0)
-    assert images.shape == masks.shape == (8, 1, 64, 64)
+    images, masks, known = pool.sample(8, generator, carvemix=1.0)
+    assert images.shape == masks.shape == known.shape == (8, 1, 64, 64)
     assert all(m.sum() > 0 for m in masks)  # half tumour slices, half with a pasted tumour
-    images, masks = augment_labelled(images, masks, generator)
+    assert torch.all(known == 1)  # a real segmentation labels every pixel
+    images, masks, known = augment_labelled(images, masks, known, generator)
     assert set(torch.unique(masks).tolist()) <= {0.0, 1.0}
+    assert torch.all(known >= masks)
     assert images.min() >= 0 and images.max() <= 1
     assert torch.all(images[masks > 0] > 0)  # the tumour stays inside the brain
 
@@ -96,11 +103,43 @@ def test_training_steps_lower_the_loss_on_real_slices(tcga_slab):
     pool = SlicePool([labelled_slices("TCGA/flair", flair, seg, 64)])
     negatives = torch.rand(6, 1, 64, 64)
     net = train_seg(pool, negatives, steps=2, batch_size=6, log=lambda line: None)
-    images, masks = pool.sample(6, torch.Generator().manual_seed(3), carvemix=0.0)
+    images, masks, known = pool.sample(6, torch.Generator().manual_seed(3), carvemix=0.0)
     with torch.no_grad():
         logits = net(images)
     assert logits.shape == (6, 1, 64, 64)
-    assert torch.isfinite(seg_loss(logits, masks))
+    assert torch.isfinite(seg_loss(logits, masks, known))
+
+
+def test_loss_ignores_pixels_of_unknown_label():
+    generator = torch.Generator().manual_seed(0)
+    logits = torch.randn(2, 1, 16, 16, generator=generator)
+    masks = (torch.rand(2, 1, 16, 16, generator=generator) > 0.8).float()
+    known = torch.ones_like(masks)
+    known[:, :, :4] = 0
+    masks[:, :, :4] = 0
+    changed = logits.clone()
+    changed[:, :, :4] = 20.0  # confident tumour where the label is unknown
+    assert seg_loss(changed, masks, known) == pytest.approx(float(seg_loss(logits, masks, known)))
+    changed[:, :, 4:6] = 20.0  # and where it is known background: the loss must rise
+    assert seg_loss(changed, masks, known) > seg_loss(logits, masks, known) + 1.0
+
+
+@needs_data
+def test_flair_pseudo_mask_finds_the_tumour_of_a_labelled_case():
+    flair = sitk.GetArrayFromImage(sitk.ReadImage(str(TCGA / "flair.nii.gz")))
+    tumour = sitk.GetArrayFromImage(sitk.ReadImage(str(TCGA / "tumor_seg.nii.gz"))) > 0
+    before = flair.copy()
+    mask = flair_lesion_mask(flair, brain_mask(flair))
+    np.testing.assert_array_equal(flair, before)
+    assert (mask & tumour).sum() > 0.9 * mask.sum()  # what it marks is tumour
+    on_mask, on_tumour = mask.any(axis=(1, 2)), tumour.any(axis=(1, 2))
+    assert (on_mask & on_tumour).sum() > 0.85 * on_tumour.sum()
+    ring = unknown_ring(mask)
+    assert not (ring & mask).any() and ((ring | mask) & tumour).sum() > 0.95 * tumour.sum()
+    # On the model's grid the ring is unlabelled, the mask and the rest of the slice are.
+    slices = labelled_slices("TCGA/flair", flair, mask.astype(np.uint8), 64, unknown=ring)
+    assert slices.known[slices.masks].all()
+    assert 0.0 < 1 - slices.known.mean() < 0.2
 
 
 def test_slice_score_pools_the_most_suspicious_pixels():
@@ -109,6 +148,18 @@ def test_slice_score_pools_the_most_suspicious_pixels():
     scores = slice_logits(logits, top=16)
     assert scores[0] == pytest.approx(-5.0) and scores[1] == pytest.approx(3.0)
     assert TumourSegNet([4, 8])(torch.rand(1, 1, 32, 32)).shape == (1, 1, 32, 32)
+
+
+def test_calibration_joins_the_network_score_and_the_asymmetry():
+    evidence = TumourEvidence(None, {"calibration": [0.5, 1.0, 2.0]})
+    logits = np.array([-4.0, 0.0, 4.0, 4.0])
+    asymmetry = np.array([0.0, 0.0, 0.0, 0.05])  # no bright voxels at all: still finite
+    p = evidence.calibrate(logits, asymmetry)
+    assert np.all(np.isfinite(p)) and np.all((p > 0) & (p < 1))
+    assert p[0] < p[1] < p[2] < p[3]
+    expected = 1 / (1 + np.exp(-(0.5 * 4.0 + np.log(0.05 + ASYMMETRY_OFFSET) + 2.0)))
+    assert p[3] == pytest.approx(expected)
+    assert not asymmetry_scores(np.zeros((3, 8, 8)), np.zeros((3, 8, 8), bool)).any()
 
 
 def test_volume_rule_needs_several_suspicious_slices():
@@ -195,3 +246,7 @@ def test_glioma_volume_gets_a_tumour_verdict_and_a_localising_heatmap(model, tcg
     heat = result.heatmap
     assert heat.shape == flair.shape and heat.min() >= 0 and heat.max() <= 1
     assert (heat[has] * (seg[has] > 0)).sum() / heat[has].sum() > 0.3
+    # The text says tumour and offers the 2D classifier's type only as a suggestion.
+    line = verdict_line({"input": "flair.nii.gz", **result_record(result)})
+    assert line.startswith("flair.nii.gz: tumour, type suggestion ")
+    assert "not validated on volumes" in line and "tumour probability" in line

@@ -8,7 +8,10 @@ For each brain3d case with a tumour segmentation: a network trained on the other
 cases predicts every contrast and fused pair of it (slice AUC, heatmap share inside the
 tumour, peak distance, volume verdict), next to the FLAIR asymmetry anchors. The
 out-of-fold slice scores fit the Platt calibration (reliability table and ECE reported).
-Cases without a segmentation (BraTS-GLI-00001-000) are only ever predicted, by every model.
+Cases without a segmentation (BraTS-GLI-00001-000) train every model with the pseudo mask
+of their FLAIR (``--no-pseudo-labels`` leaves them out); they are also predicted by every
+model, which is then no independent check. The pseudo masks of the labelled cases are
+compared with their segmentations in the report.
 """
 
 from __future__ import annotations
@@ -30,9 +33,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from ClinicalFMambaLib.classifier_volumes import brain_mask  # noqa: E402
 from ClinicalFMambaLib.classifier_train import roc_auc  # noqa: E402
-from ClinicalFMambaLib.tumour_evidence import (NO_TUMOUR_AT, TUMOUR_AT, VOLUME_RANK,  # noqa: E402
-                                               TumourEvidence, tumour_verdict,
-                                               volume_evidence, volume_tumour_probability)
+from ClinicalFMambaLib.tumour_evidence import (  # noqa: E402
+    ASYMMETRY_OFFSET, NO_TUMOUR_AT, TUMOUR_AT, VOLUME_RANK, TumourEvidence, slice_features,
+    tumour_verdict, volume_evidence, volume_tumour_probability)
+from ClinicalFMambaLib.tumour_pseudo_labels import flair_lesion_mask, unknown_ring  # noqa: E402
 from ClinicalFMambaLib.tumour_seg_model import DEFAULT_SEG_ARCH, TumourSegNet  # noqa: E402
 from ClinicalFMambaLib.tumour_seg_train import (SlicePool, case_images, case_slices,  # noqa: E402
                                                 jpeg_negatives, train_seg)
@@ -44,21 +48,22 @@ DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
 RELIABILITY_BINS = 10
 
 
-def platt(logits: np.ndarray, labels: np.ndarray, steps: int = 2000) -> tuple[float, float]:
-    """Logistic fit p = sigmoid(a * logit + b) by gradient descent on the log loss."""
-    x = torch.tensor(logits, dtype=torch.float64)
+def logistic_fit(features: np.ndarray, labels: np.ndarray, steps: int = 2000) -> list[float]:
+    """Weights and bias of p = sigmoid(features @ w + b), by L-BFGS on the log loss."""
+    x = torch.tensor(features, dtype=torch.float64)
     y = torch.tensor(labels, dtype=torch.float64)
-    params = torch.tensor([1.0, 0.0], dtype=torch.float64, requires_grad=True)
-    optimiser = torch.optim.LBFGS([params], max_iter=steps)
+    params = torch.zeros(x.shape[1] + 1, dtype=torch.float64, requires_grad=True)
+    optimiser = torch.optim.LBFGS([params], max_iter=steps, line_search_fn="strong_wolfe")
 
     def closure():
         optimiser.zero_grad()
-        loss = torch.nn.functional.binary_cross_entropy_with_logits(params[0] * x + params[1], y)
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(x @ params[:-1] + params[-1],
+                                                                    y)
         loss.backward()
         return loss
 
     optimiser.step(closure)
-    return float(params[0].detach()), float(params[1].detach())
+    return [float(v) for v in params.detach()]
 
 
 def reliability(probabilities: np.ndarray, labels: np.ndarray) -> tuple[list[dict], float]:
@@ -93,14 +98,15 @@ def heatmap_numbers(heat: np.ndarray, tumour: np.ndarray, spacing: tuple[float, 
             "peak_within_10mm": float(np.mean(np.array(distances) <= 10)) if distances else None}
 
 
-def out_of_fold_scores(evidence: TumourEvidence, case: Path) -> tuple[np.ndarray, np.ndarray]:
-    """Raw slice scores and labels of the brain slices of every image of a labelled case."""
+def out_of_fold_features(evidence: TumourEvidence, case: Path) -> tuple[np.ndarray, np.ndarray]:
+    """Calibration features (network score, log asymmetry) and labels of the brain slices of
+    every image of a labelled case."""
     tumour = read_array(case / SEGMENTATION_NAME) > 0
     scores, labels = [], []
     for image in case_images(case).values():
         result = volume_evidence(evidence, sitk.GetArrayFromImage(image), image.GetDirection())
         brain = result.brain_area > 0
-        scores.append(result.logits[brain])
+        scores.append(slice_features(result.logits, result.asymmetry)[brain])
         labels.append(tumour.any(axis=(1, 2))[brain])
     return np.concatenate(scores), np.concatenate(labels)
 
@@ -133,14 +139,29 @@ def evaluate_case(evidence: TumourEvidence, case: Path) -> dict:
     return rows
 
 
+def pseudo_mask_quality(case: Path) -> dict:
+    """How the FLAIR pseudo mask of a labelled case compares with its segmentation."""
+    flair = read_array(case / "flair.nii.gz")
+    mask = flair_lesion_mask(flair, brain_mask(flair))
+    tumour = read_array(case / SEGMENTATION_NAME) > 0
+    on_mask, on_tumour = mask.any(axis=(1, 2)), tumour.any(axis=(1, 2))
+    return {"dice": float(2 * (mask & tumour).sum() / (mask.sum() + tumour.sum())),
+            "precision": float((mask & tumour).sum() / max(mask.sum(), 1)),
+            "tumour_covered_with_unknown_ring":
+                float(((mask | unknown_ring(mask)) & tumour).sum() / tumour.sum()),
+            "tumour_slices": int(on_tumour.sum()), "pseudo_slices": int(on_mask.sum()),
+            "pseudo_slices_with_tumour": int((on_mask & on_tumour).sum())}
+
+
 def train_on(data: Path, names: list[str], steps: int, batch_size: int, size: int,
-             threads: int) -> dict[str, torch.Tensor]:
+             threads: int, carvemix: float, synthetic: float) -> dict[str, torch.Tensor]:
     """Weights of a network trained on the named labelled cases (runs in its own process)."""
     torch.set_num_threads(threads)
     negatives = jpeg_negatives(data / "tumor-mri" / "Training", size)
     pool = SlicePool([v for name in names for v in case_slices(data / "brain3d" / name, size)])
     log = lambda line: print(f"[{'+'.join(names)}] {line}", flush=True)  # noqa: E731
-    return train_seg(pool, negatives, steps, batch_size, log=log).state_dict()
+    return train_seg(pool, negatives, steps, batch_size, carvemix=carvemix, synthetic=synthetic,
+                     log=log).state_dict()
 
 
 def markdown(report: dict) -> str:
@@ -159,7 +180,16 @@ def markdown(report: dict) -> str:
                          f"{number(row.get('peak_median_mm'), 1)} | "
                          f"{number(row.get('volume_probability'), 2)} | "
                          f"{row.get('verdict', '–')} |")
-    lines += ["", "| model | unlabelled case | input | volume P(tumour) | verdict |",
+    lines += ["", "| labelled case | pseudo mask Dice | precision | tumour inside mask + ring "
+              "| tumour slices | pseudo-mask slices | of which tumour |",
+              "| --- | --- | --- | --- | --- | --- | --- |"]
+    for case, q in report["pseudo_mask_against_segmentation"].items():
+        lines.append(f"| {case} | {q['dice']:.3f} | {q['precision']:.3f} | "
+                     f"{q['tumour_covered_with_unknown_ring']:.3f} | {q['tumour_slices']} | "
+                     f"{q['pseudo_slices']} | {q['pseudo_slices_with_tumour']} |")
+    trained = ", ".join(report["pseudo_labelled_training_cases"]) or "none"
+    lines += ["", f"Trained on with pseudo masks: {trained}.", "",
+              "| model | unlabelled case | input | volume P(tumour) | verdict |",
               "| --- | --- | --- | --- | --- |"]
     models = {f"fold without {k}": v for k, v in report["leave_one_case_out"].items()}
     models["bundled (all labelled cases)"] = report["final_model_on_unlabelled_cases"]
@@ -170,9 +200,10 @@ def markdown(report: dict) -> str:
             for kind, row in rows.items():
                 lines.append(f"| {model} | {case} | {kind} | "
                              f"{number(row['volume_probability'], 2)} | {row['verdict']} |")
-    lines += ["", f"Calibration (Platt, on the out-of-fold slice scores): p = sigmoid("
-              f"{report['calibration'][0]:.3f} * score + {report['calibration'][1]:.3f}); "
-              f"ECE {report['ece']:.3f}.", "",
+    w_score, w_asymmetry, bias = report["calibration"]
+    lines += ["", "Calibration (logistic, on the out-of-fold slices): p = sigmoid("
+              f"{w_score:.3f} * score + {w_asymmetry:.3f} * log(asymmetry + "
+              f"{ASYMMETRY_OFFSET:g}) + {bias:.3f}); ECE {report['ece']:.3f}.", "",
               "| predicted | slices | mean predicted | observed tumour rate |",
               "| --- | --- | --- | --- |"]
     lines += [f"| {r['bin']} | {r['n']} | {r['predicted']:.3f} | {r['observed']:.3f} |"
@@ -189,6 +220,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=1, help="threads per training process")
     parser.add_argument("--jobs", type=int, default=3,
                         help="networks trained at once (the folds and the final model)")
+    parser.add_argument("--carvemix", type=float, default=0.15,
+                        help="share of tumour-free training slices given a pasted real tumour")
+    parser.add_argument("--synthetic", type=float, default=0.2,
+                        help="share of tumour-free training slices given a synthetic lesion")
+    parser.add_argument("--no-pseudo-labels", action="store_true",
+                        help="leave out the cases without a segmentation (otherwise every "
+                             "model also trains on their FLAIR pseudo masks)")
     parser.add_argument("--output", type=Path, required=True, help="weights of the final model")
     parser.add_argument("--report", type=Path, required=True, help="folder for report.json")
     args = parser.parse_args(argv)
@@ -199,12 +237,18 @@ def main(argv: list[str] | None = None) -> int:
     for case in labelled:  # the fused inputs are made (and cached) once, before the workers
         case_images(case)
     config = {"model": "TumourSegNet", "arch": DEFAULT_SEG_ARCH, "input_size": args.size,
-              "calibration": [1.0, 0.0]}
-    plans = {held_out.name: [c.name for c in labelled if c != held_out] for held_out in labelled}
-    plans["final"] = [c.name for c in labelled]
+              "calibration": [1.0, 0.0, 0.0]}
+    unlabelled = [c for c in cases if c not in labelled]
+    pseudo = [] if args.no_pseudo_labels else [c.name for c in unlabelled]
+    for case in unlabelled:
+        case_images(case)
+    plans = {held_out.name: [c.name for c in labelled if c != held_out] + pseudo
+             for held_out in labelled}
+    plans["final"] = [c.name for c in labelled] + pseudo
     with ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
         futures = {key: pool.submit(train_on, args.data, names, args.steps, args.batch_size,
-                                    args.size, args.threads) for key, names in plans.items()}
+                                    args.size, args.threads, args.carvemix, args.synthetic)
+                   for key, names in plans.items()}
         nets = {}
         for key, future in futures.items():
             nets[key] = TumourSegNet(DEFAULT_SEG_ARCH["widths"])
@@ -218,21 +262,25 @@ def main(argv: list[str] | None = None) -> int:
     fold_nets = nets
     scores, labels = [], []
     for held_out in labelled:
-        fold_scores, fold_labels = out_of_fold_scores(
+        fold_scores, fold_labels = out_of_fold_features(
             TumourEvidence(fold_nets[held_out.name], config), held_out)
         scores.append(fold_scores)
         labels.append(fold_labels)
     scores, labels = np.concatenate(scores), np.concatenate(labels)
-    config["calibration"] = list(platt(scores, labels))
-    table, ece = reliability(TumourEvidence(None, config).calibrate(scores), labels.astype(float))
+    config["calibration"] = logistic_fit(scores, labels)
+    probabilities = 1 / (1 + np.exp(-(scores @ config["calibration"][:-1]
+                                      + config["calibration"][-1])))
+    table, ece = reliability(probabilities, labels.astype(float))
     print(f"calibration {config['calibration']}, ECE {ece:.3f}", flush=True)
-    unlabelled = [c for c in cases if c not in labelled]
     folds = {name: {c.name: evaluate_case(TumourEvidence(net, config), c)
                     for c in [args.data / "brain3d" / name] + unlabelled}
              for name, net in fold_nets.items()}
     final_rows = {c.name: evaluate_case(TumourEvidence(final, config), c) for c in unlabelled}
     command = "python scripts/train_tumour_evidence.py " + " ".join(argv or sys.argv[1:])
-    report = {"command": command, "calibration": config["calibration"],
+    report = {"command": command, "pseudo_labelled_training_cases": pseudo,
+              "pseudo_mask_against_segmentation": {c.name: pseudo_mask_quality(c)
+                                                   for c in labelled},
+              "calibration": config["calibration"],
               "reliability": table, "ece": ece, "leave_one_case_out": folds,
               "final_model_on_unlabelled_cases": final_rows,
               "rule": {"volume_rank": VOLUME_RANK, "tumour_at": TUMOUR_AT,
@@ -243,7 +291,7 @@ def main(argv: list[str] | None = None) -> int:
     (args.report / "report.md").write_text(markdown(report))
     save_weights(final.state_dict(), args.output, config,
                  {"command": command, "ece": ece,
-                  "trained_on": [c.name for c in labelled],
+                  "trained_on": [c.name for c in labelled] + pseudo,
                   "leave_one_case_out_slice_auc": {
                       name: {kind: row.get("slice_auc") for kind, row in rows[name].items()}
                       for name, rows in folds.items()}})
