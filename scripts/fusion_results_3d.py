@@ -12,6 +12,9 @@ model slice by slice, and by the mean / max / Laplacian-pyramid baselines. Score
 brain's bounding box: PSNR, SSIM, MS-SSIM and EN of the whole volume
 (metrics.volume_metrics), and the ten 2D metrics of the 8-bit protocol averaged over
 ``--slices`` axial slices spread through the brain (volume_fusion.volume_fusion_metrics).
+Also: on how many of those ten each model beats each baseline (a tie is no win), and the grain
+of every method in the flat regions of both sources (flat_noise.py: standard deviation of the
+high-pass residual there).
 """
 
 from __future__ import annotations
@@ -30,9 +33,11 @@ from tqdm import tqdm
 from ClinicalFMambaLib.baselines import BASELINES
 from ClinicalFMambaLib.brain3d_data import (CONTRAST_PAIRS, CONTRASTS, VALIDATION_CASE, brain_box,
                                             normalise_case)
+from ClinicalFMambaLib.flat_noise import flat_mask, flat_noise
 from ClinicalFMambaLib.fusion import BUNDLED_MODELS, load_fusion_model
+from ClinicalFMambaLib.metrics import METRIC_NAMES
 from ClinicalFMambaLib.metrics import VOLUME_TABLE_COLUMNS as COLUMNS
-from ClinicalFMambaLib.metrics import beats_best_baseline
+from ClinicalFMambaLib.metrics import beats_best_baseline, metric_wins
 from ClinicalFMambaLib.volume_figure import orthogonal_views
 from ClinicalFMambaLib.volume_fusion import fuse_volumes, volume_table_metrics
 from ClinicalFMambaLib.weights import bundled
@@ -55,6 +60,15 @@ def table(methods: dict[str, dict[str, float]], baselines: list[str]) -> list[st
 def wins(ours: dict, methods: dict, baselines: list[str]) -> int:
     """Columns on which ``ours`` beats every baseline (higher is better for all)."""
     return len(beats_best_baseline(ours, [methods[b] for b in baselines], COLUMNS))
+
+
+def pairwise_wins(ours: dict, methods: dict, baselines: list[str]) -> str:
+    """"mean a/10, max b/10, ...": the 2D metrics on which ``ours`` beats each baseline."""
+    def slice_metrics(row: dict) -> dict:
+        return {k: row[f"2D {k}"] for k in METRIC_NAMES}
+
+    return ", ".join(f"{b} {len(metric_wins(slice_metrics(ours), slice_metrics(methods[b])))}"
+                     f"/{len(METRIC_NAMES)}" for b in baselines)
 
 
 def main() -> None:
@@ -84,7 +98,7 @@ def main() -> None:
         models["axial-only 3D (ablation)"] = load_fusion_model(args.ablation, dims=3, device="cpu")
     models["2D slice by slice"] = load_fusion_model(dims=2, device="cpu")
     baselines = list(BASELINES)
-    results, seconds = {}, defaultdict(list)
+    results, seconds, grain = {}, defaultdict(list), {}
     for x, y in tqdm(CONTRAST_PAIRS, desc="pairs", unit="pair"):
         fused = {}
         for name, model in models.items():
@@ -95,6 +109,9 @@ def main() -> None:
         results[f"{x}+{y}"] = {
             m: volume_table_metrics(unit[x], unit[y], f, box, args.slices)
             for m, f in fused.items()}
+        flat = flat_mask(unit[x], unit[y])
+        grain[f"{x}+{y}"] = {m: flat_noise(f, flat)
+                             for m, f in {x: unit[x], y: unit[y], **fused}.items()}
         if (x, y) == ("t2", "flair") and args.figure:
             views = orthogonal_views({"T2": unit[x], "FLAIR": unit[y], "max": fused["max"],
                                       OURS: fused[OURS]}, images["t2"].GetSpacing())
@@ -112,6 +129,20 @@ def main() -> None:
                      + ", ".join(f"{p} {wins(r[name], r, baselines)}" for p, r in results.items())
                      + f" per pair; fusion {np.mean(seconds[name]):.1f} s per pair "
                      f"({args.threads} threads).")
+        lines.append(f"  Ten 2D metrics won against each baseline: on average "
+                     f"{pairwise_wins(mean[name], mean, baselines)}; "
+                     + "; ".join(f"{p} {pairwise_wins(r[name], r, baselines)}"
+                                 for p, r in results.items()) + ".")
+    lines += ["", "### Grain in flat regions", "",
+              "Standard deviation of the high-pass residual (volume minus its Gaussian "
+              "smoothing, sigma 1 voxel) where both sources are flat (flat_noise.py); the "
+              "sources' own in the first two columns.", "",
+              "| pair | source A | source B | " + " | ".join(methods) + " |",
+              "|---" * (len(methods) + 3) + "|"]
+    for pair, values in grain.items():
+        a_name, b_name = pair.split("+")
+        lines.append(f"| {pair} | {values[a_name]:.4f} | {values[b_name]:.4f} | "
+                     + " | ".join(f"{values[m]:.4f}" for m in methods) + " |")
     for pair, methods_of_pair in results.items():
         lines += ["", f"### {pair}", "", *table(methods_of_pair, baselines)]
     text = "\n".join(lines) + "\n"
