@@ -220,3 +220,25 @@ def test_measured_slices_spread_evenly_over_the_slices_with_signal():
     a[5:12, 1, 1], b[9:15, 2, 2] = 1, 1  # signal in slices 5-14, from one input or the other
     assert vf.measured_slices(a, b, 4).tolist() == [5, 8, 11, 14]
     assert vf.measured_slices(a, b, 50).tolist() == list(range(5, 15))
+
+
+def test_3d_fusion_of_files_keeps_the_geometry_of_a(images, tmp_path):
+    """The 3D network through fuse_volume_files: output on A's grid, size, origin, spacing and
+    direction identical (here an oblique direction and an odd origin)."""
+    from ClinicalFMambaLib.volume_files import fuse_volume_files
+
+    paths = []
+    for name, image in zip(("a", "b"), images):
+        image = sitk.Image(image)
+        image.SetOrigin((-91.5, 12.25, 40.0))
+        image.SetSpacing((0.9, 1.1, 2.5))
+        c, s = np.cos(0.3), np.sin(0.3)
+        image.SetDirection((c, -s, 0.0, s, c, 0.0, 0.0, 0.0, 1.0))
+        paths.append(tmp_path / f"{name}.nii.gz")
+        sitk.WriteImage(image, str(paths[-1]))
+    out = fuse_volume_files(*paths, tmp_path / "fused.nii.gz", model="3d", device="cpu")
+    reference, fused = sitk.ReadImage(str(paths[0])), sitk.ReadImage(str(out))
+    for attribute in ("GetSize", "GetOrigin", "GetSpacing", "GetDirection"):
+        assert getattr(fused, attribute)() == getattr(reference, attribute)()
+    values = sitk.GetArrayFromImage(fused)
+    assert values.dtype == np.float32 and 0 <= values.min() and values.max() <= 1
