@@ -291,8 +291,26 @@ def _train_fusion(args: argparse.Namespace) -> int:
         config = dataclasses.replace(config, stem_stride=args.stem_stride)
     if args.emphasis_conditioned:
         config = dataclasses.replace(config, emphasis=True)
+    if args.init_weights and args.dim == 2 and args.objective == "metrics":
+        config = _keep_start(config, args)
     train(settings, config)
     return 0
+
+
+def _keep_start(config: "FusionConfig", args: argparse.Namespace) -> "FusionConfig":
+    """Fine-tuning on the metric objective keeps the start's stem stride (unless
+    --stem-stride is given) and its emphasis conditioning, so the bundled 2D weights (stride
+    4, conditioned) fine-tune as they are; a start of another configuration is refused by
+    train_fusion._load_start."""
+    from .network import FusionConfig
+    from .weights import load_weights
+
+    start = FusionConfig.from_dict(load_weights(args.init_weights)[1])
+    if start.spatial_dims != 2:
+        return config
+    if not args.stem_stride:
+        config = dataclasses.replace(config, stem_stride=start.stem_stride)
+    return dataclasses.replace(config, emphasis=config.emphasis or start.emphasis)
 
 
 def register(commands) -> None:
@@ -398,10 +416,13 @@ def register(commands) -> None:
     p.add_argument("--init-weights", type=Path, default=None,
                    help="start from these weights (same configuration, or one without the "
                         "--pixel-mlp stage, --emphasis-conditioned stage or --stem-stride) "
-                        "instead of at random")
+                        "instead of at random; 2D metrics objective: their stem stride and "
+                        "emphasis conditioning are kept")
     p.add_argument("--stem-stride", type=int, default=None, metavar="S",
                    help="stride of the first convolution: 2 (the default configuration) or 4 "
-                        "(the network works at a quarter of the resolution; faster)")
+                        "(the network works at a quarter of the resolution; faster; the "
+                        "bundled 2D weights'); default: that of --init-weights (metrics "
+                        "objective), else 2")
     p.add_argument("--emphasis-conditioned", action="store_true",
                    help="2D metrics objective: condition the network on an emphasis value in "
                         "[0, 1], drawn per batch, that weights the detail metrics' terms "

@@ -20,7 +20,7 @@ from .mamba_blocks import AXIAL_ONLY, CrossModalFusionMamba, MambaBlock
 
 @dataclass(frozen=True)
 class FusionConfig:
-    """Defaults are the shipped, CPU-lean widths and depths (the shipped configurations, with
+    """Defaults are the shipped, CPU-lean widths and depths (the default configurations, with
     their stem strides, are ``DEFAULT_CONFIGS``); the paper's is widths (32, 64, 128),
     latent_blocks 5 (see docs/results.md for the speed of each)."""
 
@@ -62,7 +62,10 @@ class FusionConfig:
 # rank on the validation cases (docs/results.md, "Emphasis": 0, 0.25 and 0.5 tie).
 DEFAULT_EMPHASIS = 0.25
 
-# The shipped configurations. 3D keeps its full-resolution work to one strided stem
+# The configurations train-fusion builds by default. The bundled 3D weights are this one;
+# the bundled 2D weights are this one fine-tuned to stem stride 4 with an emphasis
+# conditioning (train-fusion --stem-stride 4 --emphasis-conditioned; their file records it,
+# Resources/weights/fusion2d.md). 3D keeps its full-resolution work to one strided stem
 # convolution (`python scripts/profile_blocks.py --dim 3` times each stage).
 DEFAULT_CONFIGS = {
     2: FusionConfig(stem_stride=2),

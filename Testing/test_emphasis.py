@@ -124,16 +124,15 @@ def test_emphasis_for_volumes_needs_the_2d_network(tmp_path):
 
 
 def test_fuse_records_the_emphasis_in_its_report(tmp_path):
-    """fuse --classify writes the emphasis used into its JSON report: the default of
-    conditioned weights, the value given, and null for weights without the control."""
+    """fuse --classify writes the emphasis used into its JSON report: the default of the
+    bundled (conditioned) weights, the value given, and null for weights without the
+    control, which refuse --emphasis in one line."""
     torch.manual_seed(0)
-    net = FusionNet(CONDITIONED)
-    torch.nn.init.normal_(net.film[-1].weight, std=0.5)  # a conditioning that acts
+    plain = FusionNet(DEFAULT_CONFIGS[2])
     weights = tmp_path / "w" / "fusion2d.safetensors"
-    save_weights(net.state_dict(), weights, net.cfg.to_dict())
-    cases = ((["--weights", str(weights)], DEFAULT_EMPHASIS),
-             (["--weights", str(weights), "--emphasis", "0.75"], 0.75),
-             ([], None))
+    save_weights(plain.state_dict(), weights, plain.cfg.to_dict())
+    cases = (([], DEFAULT_EMPHASIS), (["--emphasis", "0.75"], 0.75),
+             (["--weights", str(weights)], None))
     for index, (extra, expected) in enumerate(cases):
         out = tmp_path / f"f{index}.png"
         result = cli("fuse", *map(str, CT_PAIR), "-o", str(out), "--device", "cpu",
@@ -141,7 +140,7 @@ def test_fuse_records_the_emphasis_in_its_report(tmp_path):
         assert result.returncode == 0, result.stderr
         report = json.loads(out.with_name(f"{out.stem}_report.json").read_text())
         assert report["emphasis"] == expected
-    # The bundled weights have no emphasis control: asking for one is refused in one line.
-    result = cli("fuse", *map(str, CT_PAIR), "-o", str(tmp_path / "x.png"), "--emphasis", "1")
+    result = cli("fuse", *map(str, CT_PAIR), "-o", str(tmp_path / "x.png"), "--weights",
+                 str(weights), "--emphasis", "1")
     assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1
     assert "train-fusion --emphasis-conditioned" in result.stderr

@@ -20,6 +20,7 @@ from PIL import Image
 
 from ClinicalFMambaLib import image_io
 from ClinicalFMambaLib.cli import main
+from ClinicalFMambaLib.cli_classifier import volume_verdict
 from ClinicalFMambaLib.fusion import BUNDLED_MODELS
 from ClinicalFMambaLib.metrics import METRIC_NAMES
 from ClinicalFMambaLib.weights import bundled
@@ -314,7 +315,7 @@ def test_fuse_classify_writes_report_and_heatmaps(tmp_path, capsys):
     assert record["slices"] == sitk.ReadImage(str(out)).GetSize()[2]
     heatmap = sitk.ReadImage(record["heatmap"])
     assert heatmap.GetSize() == sitk.ReadImage(str(out)).GetSize()
-    assert f"{out}: {record['prediction']}" in capsys.readouterr().out
+    assert f"{out}: {volume_verdict(record)}" in capsys.readouterr().out
 
 
 def test_report_without_classify_is_refused(tmp_path, capsys):

@@ -110,8 +110,11 @@ def test_fine_tuning_on_the_metric_objective_starts_from_the_given_weights(tmp_p
             "--metric-weight", "MI=0", "--metric-weight", "VIF=2",
             "--target-weight", "0", "--lr", "1e-5", "--init-weights", str(bundled(BUNDLED_MODELS[2]))]
     assert main(args) == 0
-    start, _ = load_weights(bundled(BUNDLED_MODELS[2]))
-    tuned, _ = load_weights(weights)
+    start, start_config = load_weights(bundled(BUNDLED_MODELS[2]))
+    tuned, config = load_weights(weights)
+    # The start's stem stride and emphasis conditioning are kept without being named.
+    assert start_config["stem_stride"] == config["stem_stride"] == 4
+    assert start_config["emphasis"] and config["emphasis"]
     # One small step away from the start, not a fresh random network.
     changes = [(tuned[k] - start[k]).abs().max().item() for k in start]
     assert 0 < max(changes) < 1e-2
