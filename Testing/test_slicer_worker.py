@@ -149,7 +149,9 @@ print(json.dumps({{
     run = json.loads(result.stdout.strip().splitlines()[-1])
     print(f"full-size fuse + classify through the module's logic: {run['seconds']:.1f} s")
     assert run["shape"] == run["shape_a"] == [155, 240, 240] and run["same_grid"]
-    assert run["heatmap_shape"] == run["shape"] and run["heatmap_max"] == pytest.approx(1.0)
+    # The heatmap holds tumour probabilities at or above the evidence network's floor.
+    from ClinicalFMambaLib.tumour_evidence import HEATMAP_FLOOR
+    assert run["heatmap_shape"] == run["shape"] and HEATMAP_FLOOR <= run["heatmap_max"] <= 1.0
     assert run["verdict"].startswith("ClinicalFMamba: ")
     # torch could not be imported here, so no network ran here; nor was its code loaded:
     networks = {"network", "volume_fusion", "classify", "fusion", "classifier_model"}
@@ -157,9 +159,9 @@ print(json.dumps({{
     assert not networks & {name.split(".")[-1] for name in run["library_modules"]}
     reports = run["reports"]
     assert reports == sorted(reports) and reports[-1] == 1.0
-    # Fusion reports once per 3D patch (one patch where a GPU holds the whole volume),
-    # classification once per batch of slices.
-    assert any(0.0 < r < 0.7 for r in reports), "fusion progress from the worker"
+    # Fusion reports once per 3D patch (on the CPU the brain box is one patch: its end is
+    # 0.7 of the run), classification once per batch of slices.
+    assert 0.7 in reports, "fusion progress from the worker"
     assert len([r for r in reports if 0.7 < r < 1.0]) >= 3, "classification progress"
 
 

@@ -53,7 +53,9 @@ def test_tiny_run_completes_with_its_history(tmp_path):
                "--patches", "2", "--crop", "32", "--val-crop", "32",
                "--workdir", str(tmp_path / "run"),
                "--output", str(tmp_path / "w" / "f.safetensors")]
-    done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    # The progress bars are UTF-8; the caller's locale may be ASCII (a bare CI shell).
+    done = subprocess.run(command, cwd=ROOT, capture_output=True, encoding="utf-8",
+                          errors="replace", timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
     history = json.loads((tmp_path / "run" / "history.json").read_text())
     assert [h["epoch"] for h in history] == [1]
