@@ -262,13 +262,25 @@ def test_choices_match_the_library():
 
 def test_emphasis_goes_to_the_worker_and_weights_without_it_fuse_with_a_warning(
         scene, sample, logic, caplog):
-    """The emphasis travels in job.json; the bundled 2D weights have no emphasis control, so
-    the run fuses without it, warns, and records no emphasis on the fused node."""
+    """The emphasis travels in job.json to the bundled 2D network, which fuses with it and
+    records it on the fused node; the 3D network has no emphasis control, so a run asking it
+    for one fuses without it, warns, and records no emphasis."""
     assert logic.prepare(*sample, model="2d", emphasis=0.75).options["emphasis"] == 0.75
-    node = logic.fuse(*sample, model="2d", device="cpu", classify=False, emphasis=0.75)
-    assert node.GetAttribute(module.EMPHASIS) is None
-    assert any("no emphasis control" in record.getMessage() for record in caplog.records)
-    slicer.mrmlScene.RemoveNode(node)
+    composite = slicer.mrmlScene.GetFirstNodeByClass("vtkMRMLSliceCompositeNode")
+    shown = composite.GetBackgroundVolumeID(), composite.GetForegroundVolumeID()
+    try:
+        node = logic.fuse(*sample, model="2d", device="cpu", classify=False, emphasis=0.75)
+        assert node.GetAttribute(module.EMPHASIS) == "0.75"
+        assert not any("no emphasis control" in r.getMessage() for r in caplog.records)
+        slicer.mrmlScene.RemoveNode(node)
+        node = logic.fuse(*sample, model="3d", device="cpu", classify=False, emphasis=0.75)
+        assert node.GetAttribute(module.EMPHASIS) is None
+        assert any("3D fusion weights have no emphasis control" in r.getMessage()
+                   for r in caplog.records)
+        slicer.mrmlScene.RemoveNode(node)
+    finally:  # the views show what they showed before (the red view test renders them)
+        composite.SetBackgroundVolumeID(shown[0])
+        composite.SetForegroundVolumeID(shown[1])
 
 
 def test_requirements_match_pyproject():
