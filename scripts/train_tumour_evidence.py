@@ -1,13 +1,15 @@
 """Train the tumour-evidence network leave-one-case-out, calibrate it, train the bundled
 model on every labelled case, and report every fold beside the classical anchors.
 
-    python scripts/train_tumour_evidence.py --steps 800 \\
-        --output Resources/weights/tumour_evidence.safetensors --report runs/tumour-evidence
+    python scripts/train_tumour_evidence.py --steps 1200 --batch-size 15 --carvemix 0.15 \\
+        --synthetic 0.2 --output Resources/weights/tumour_evidence.safetensors \\
+        --report runs/tumour-evidence
 
 For each brain3d case with a tumour segmentation: a network trained on the other labelled
 cases predicts every contrast and fused pair of it (slice AUC, heatmap share inside the
 tumour, peak distance, volume verdict), next to the FLAIR asymmetry anchors. The
-out-of-fold slice scores fit the Platt calibration (reliability table and ECE reported).
+out-of-fold slices fit the calibration, a logistic function of the network's slice score and
+the slice's bright-voxel asymmetry (reliability table and ECE reported).
 Cases without a segmentation (BraTS-GLI-00001-000) train every model with the pseudo mask
 of their FLAIR (``--no-pseudo-labels`` leaves them out); they are also predicted by every
 model, which is then no independent check. The pseudo masks of the labelled cases are
@@ -214,8 +216,8 @@ def markdown(report: dict) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data", type=Path, default=DATA, help="the shared data folder")
-    parser.add_argument("--steps", type=int, default=800, help="training steps per model")
-    parser.add_argument("--batch-size", type=int, default=18)
+    parser.add_argument("--steps", type=int, default=1200, help="training steps per model")
+    parser.add_argument("--batch-size", type=int, default=15)
     parser.add_argument("--size", type=int, default=96, help="slice size the network sees")
     parser.add_argument("--threads", type=int, default=1, help="threads per training process")
     parser.add_argument("--jobs", type=int, default=3,
