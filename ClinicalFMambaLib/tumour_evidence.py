@@ -3,12 +3,13 @@ per-slice probability and the volume rule (see docs/classifier.md, "Volume verdi
 
 The evidence network (``tumour_seg_model``) was trained on labelled skull-stripped MRI
 volumes of every contrast and on fused pairs. A slice's probability is a logistic function of
-two features: the network's slice score and the classical left-right asymmetry of the slice's
-brightest voxels (``tumour_slices.asymmetry_scores``), with weights fitted on leave-one-case-out
-predictions and stored with the network (on those folds the asymmetry separates tumour slices
-better than the network's score alone; docs/classifier.md). The volume's tumour probability is the ``VOLUME_RANK``-th highest slice
-probability among the slices that hold enough brain: a tumour spans several slices, a single
-suspicious slice does not make one.
+two features: the network's slice score and the classical left-right asymmetry of the
+slice's brightest voxels (``tumour_slices.asymmetry_scores``), with weights fitted on
+leave-one-case-out predictions and stored with the network (on those folds the asymmetry
+separates tumour slices better than the network's score alone; docs/classifier.md). The
+volume's tumour probability is the ``VOLUME_RANK``-th highest slice probability among the
+slices that hold enough brain: a tumour spans several slices, a single suspicious slice does
+not make one.
 """
 
 from __future__ import annotations
