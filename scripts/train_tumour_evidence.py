@@ -156,14 +156,15 @@ def pseudo_mask_quality(case: Path) -> dict:
 
 
 def train_on(data: Path, names: list[str], steps: int, batch_size: int, size: int,
-             threads: int, carvemix: float, synthetic: float) -> dict[str, torch.Tensor]:
+             threads: int, carvemix: float, synthetic: float, seed: int
+             ) -> dict[str, torch.Tensor]:
     """Weights of a network trained on the named labelled cases (runs in its own process)."""
     torch.set_num_threads(threads)
     negatives = jpeg_negatives(data / "tumor-mri" / "Training", size)
     pool = SlicePool([v for name in names for v in case_slices(data / "brain3d" / name, size)])
     log = lambda line: print(f"[{'+'.join(names)}] {line}", flush=True)  # noqa: E731
     return train_seg(pool, negatives, steps, batch_size, carvemix=carvemix, synthetic=synthetic,
-                     log=log).state_dict()
+                     seed=seed, log=log).state_dict()
 
 
 def markdown(report: dict) -> str:
@@ -226,6 +227,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="share of tumour-free training slices given a pasted real tumour")
     parser.add_argument("--synthetic", type=float, default=0.2,
                         help="share of tumour-free training slices given a synthetic lesion")
+    parser.add_argument("--seed", type=int, default=0, help="seed of every training run")
     parser.add_argument("--no-pseudo-labels", action="store_true",
                         help="leave out the cases without a segmentation (otherwise every "
                              "model also trains on their FLAIR pseudo masks)")
@@ -249,7 +251,8 @@ def main(argv: list[str] | None = None) -> int:
     plans["final"] = [c.name for c in labelled] + pseudo
     with ProcessPoolExecutor(args.jobs, mp_context=multiprocessing.get_context("spawn")) as pool:
         futures = {key: pool.submit(train_on, args.data, names, args.steps, args.batch_size,
-                                    args.size, args.threads, args.carvemix, args.synthetic)
+                                    args.size, args.threads, args.carvemix, args.synthetic,
+                                    args.seed)
                    for key, names in plans.items()}
         nets = {}
         for key, future in futures.items():
