@@ -50,9 +50,13 @@ class TumourEvidence:
 
     def calibrate(self, logits: np.ndarray, asymmetry: np.ndarray) -> np.ndarray:
         """Slice scores and asymmetries -> calibrated tumour probabilities."""
-        weights = np.asarray(self.config["calibration"], np.float64)
-        score = slice_features(logits, asymmetry) @ weights[:-1] + weights[-1]
-        return 1.0 / (1.0 + np.exp(-score))
+        return calibrated(slice_features(logits, asymmetry), self.config["calibration"])
+
+
+def calibrated(features: np.ndarray, calibration) -> np.ndarray:
+    """(Z, 2) calibration features -> tumour probabilities, by the weights and bias."""
+    weights = np.asarray(calibration, np.float64)
+    return 1.0 / (1.0 + np.exp(-(features @ weights[:-1] + weights[-1])))
 
 
 def slice_features(logits: np.ndarray, asymmetry: np.ndarray) -> np.ndarray:

@@ -51,8 +51,8 @@ def labelled_slices(name: str, volume: np.ndarray, segmentation: np.ndarray, siz
         return resize_slices(crop_box(oriented.astype(np.float32), slices.box), size) >= 0.5
 
     masks = model_grid(segmentation > 0)
-    known = ~model_grid(unknown) & ~masks if unknown is not None else np.ones_like(masks)
-    return LabelledSlices(name, slices.images, masks, known | masks, slices.brain_area,
+    known = ~model_grid(unknown) | masks if unknown is not None else np.ones_like(masks)
+    return LabelledSlices(name, slices.images, masks, known, slices.brain_area,
                           (segmentation > 0).any(axis=(1, 2)))
 
 

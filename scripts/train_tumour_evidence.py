@@ -36,7 +36,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from ClinicalFMambaLib.classifier_volumes import brain_mask  # noqa: E402
 from ClinicalFMambaLib.classifier_train import roc_auc  # noqa: E402
 from ClinicalFMambaLib.tumour_evidence import (  # noqa: E402
-    ASYMMETRY_OFFSET, NO_TUMOUR_AT, TUMOUR_AT, VOLUME_RANK, TumourEvidence, slice_features,
+    ASYMMETRY_OFFSET, NO_TUMOUR_AT, TUMOUR_AT, VOLUME_RANK, TumourEvidence, calibrated,
+    slice_features,
     tumour_verdict, volume_evidence, volume_tumour_probability)
 from ClinicalFMambaLib.tumour_pseudo_labels import flair_lesion_mask, unknown_ring  # noqa: E402
 from ClinicalFMambaLib.tumour_seg_model import DEFAULT_SEG_ARCH, TumourSegNet  # noqa: E402
@@ -273,9 +274,7 @@ def main(argv: list[str] | None = None) -> int:
         labels.append(fold_labels)
     scores, labels = np.concatenate(scores), np.concatenate(labels)
     config["calibration"] = logistic_fit(scores, labels)
-    probabilities = 1 / (1 + np.exp(-(scores @ config["calibration"][:-1]
-                                      + config["calibration"][-1])))
-    table, ece = reliability(probabilities, labels.astype(float))
+    table, ece = reliability(calibrated(scores, config["calibration"]), labels.astype(float))
     print(f"calibration {config['calibration']}, ECE {ece:.3f}", flush=True)
     folds = {name: {c.name: evaluate_case(TumourEvidence(net, config), c)
                     for c in [args.data / "brain3d" / name] + unlabelled}
