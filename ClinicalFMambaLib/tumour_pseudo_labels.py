@@ -15,6 +15,8 @@ from __future__ import annotations
 import numpy as np
 from scipy import ndimage
 
+from .tumour_slices import brain_columns
+
 # Robust z-score a voxel's (smoothed) FLAIR needs, and its lead over the mirrored side.
 LESION_Z = 2.5
 ASYMMETRY_Z = 1.5
@@ -25,8 +27,8 @@ UNKNOWN_RING_VOXELS = 12
 
 def mirrored(volume: np.ndarray, brain: np.ndarray) -> np.ndarray:
     """``volume`` flipped left-right about the brain's middle column."""
-    xs = np.nonzero(brain.any(axis=(0, 1)))[0]
-    shift = int(round(xs.min() + xs.max() - (volume.shape[2] - 1)))
+    first, last = brain_columns(brain)
+    shift = first + last - (volume.shape[2] - 1)
     return np.roll(volume[:, :, ::-1], shift, axis=2)
 
 

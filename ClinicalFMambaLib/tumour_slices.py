@@ -64,14 +64,21 @@ def bright_voxels(flair: np.ndarray, brain: np.ndarray) -> np.ndarray:
     return brain & (flair > level)
 
 
+def brain_columns(brain: np.ndarray) -> tuple[int, int]:
+    """First and last column (x) holding brain: the mid-sagittal column about which the
+    asymmetry measures compare sides is their middle."""
+    xs = np.nonzero(brain.any(axis=(0, 1)))[0]
+    return int(xs[0]), int(xs[-1])
+
+
 def asymmetry_scores(flair: np.ndarray, brain: np.ndarray) -> np.ndarray:
     """Classical slice score: how one-sided the bright FLAIR voxels of each axial slice are,
     |left - right| counted about the brain's mid-sagittal column, over the brain's size."""
     if not brain.any():
         return np.zeros(flair.shape[0])
     bright = bright_voxels(flair, brain)
-    xs = np.nonzero(brain.any(axis=(0, 1)))[0]
-    middle = (xs.min() + xs.max() + 1) / 2
+    first, last = brain_columns(brain)
+    middle = (first + last + 1) / 2
     columns = np.arange(brain.shape[2]) + 0.5
     left = bright[:, :, columns < middle].sum(axis=(1, 2))
     right = bright[:, :, columns >= middle].sum(axis=(1, 2))

@@ -9,7 +9,8 @@ For each brain3d case with a tumour segmentation: a network trained on the other
 cases predicts every contrast and fused pair of it (slice AUC, heatmap share inside the
 tumour, peak distance, volume verdict), next to the FLAIR asymmetry anchors. The
 out-of-fold slices fit the calibration, a logistic function of the network's slice score and
-the slice's bright-voxel asymmetry (reliability table and ECE reported).
+the slice's bright-voxel asymmetry (reliability table and ECE reported); each feature's slice
+AUC alone and that of a calibration fitted without the held-out case are reported beside it.
 Cases without a segmentation (BraTS-GLI-00001-000) train every model with the pseudo mask
 of their FLAIR (``--no-pseudo-labels`` leaves them out); they are also predicted by every
 model, which is then no independent check. The pseudo masks of the labelled cases are
@@ -101,17 +102,36 @@ def heatmap_numbers(heat: np.ndarray, tumour: np.ndarray, spacing: tuple[float, 
             "peak_within_10mm": float(np.mean(np.array(distances) <= 10)) if distances else None}
 
 
-def out_of_fold_features(evidence: TumourEvidence, case: Path) -> tuple[np.ndarray, np.ndarray]:
-    """Calibration features (network score, log asymmetry) and labels of the brain slices of
-    every image of a labelled case."""
+def out_of_fold_features(evidence: TumourEvidence, case: Path
+                         ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Per image of a labelled case: calibration features (network score, log asymmetry)
+    and labels of its brain slices."""
     tumour = read_array(case / SEGMENTATION_NAME) > 0
-    scores, labels = [], []
-    for image in case_images(case).values():
+    features = {}
+    for kind, image in case_images(case).items():
         result = volume_evidence(evidence, sitk.GetArrayFromImage(image), image.GetDirection())
         brain = result.brain_area > 0
-        scores.append(slice_features(result.logits, result.asymmetry)[brain])
-        labels.append(tumour.any(axis=(1, 2))[brain])
-    return np.concatenate(scores), np.concatenate(labels)
+        features[kind] = (slice_features(result.logits, result.asymmetry)[brain],
+                          tumour.any(axis=(1, 2))[brain])
+    return features
+
+
+def feature_ablation(out_of_fold: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]]) -> dict:
+    """Per held-out case and image, the slice AUC of each calibration feature alone and of
+    a nested calibration, fitted on the other cases' out-of-fold slices only (the bundled
+    calibration also sees the held-out case's slices)."""
+    rows = {}
+    for held_out, images in out_of_fold.items():
+        others = [pair for name, other in out_of_fold.items() if name != held_out
+                  for pair in other.values()]
+        nested = logistic_fit(np.concatenate([f for f, _ in others]),
+                              np.concatenate([l for _, l in others]))
+        rows[held_out] = {kind: {"network_score_alone": roc_auc(labels, features[:, 0]),
+                                 "asymmetry_alone": roc_auc(labels, features[:, 1]),
+                                 "nested_calibration": roc_auc(labels,
+                                                               calibrated(features, nested))}
+                          for kind, (features, labels) in images.items()}
+    return rows
 
 
 def evaluate_case(evidence: TumourEvidence, case: Path) -> dict:
@@ -184,6 +204,14 @@ def markdown(report: dict) -> str:
                          f"{number(row.get('peak_median_mm'), 1)} | "
                          f"{number(row.get('volume_probability'), 2)} | "
                          f"{row.get('verdict', '–')} |")
+    lines += ["", "Slice AUC by feature (out-of-fold): the network's score alone, the "
+              "asymmetry alone, and the calibration fitted without the held-out case (nested).",
+              "", "| held-out case | input | network score alone | asymmetry alone "
+              "| nested calibration |", "| --- | --- | --- | --- | --- |"]
+    for held_out, images in report["feature_ablation"].items():
+        for kind, row in images.items():
+            lines.append(f"| {held_out} | {kind} | {row['network_score_alone']:.3f} | "
+                         f"{row['asymmetry_alone']:.3f} | {row['nested_calibration']:.3f} |")
     lines += ["", "| labelled case | pseudo mask Dice | precision | tumour inside mask + ring "
               "| tumour slices | pseudo-mask slices | of which tumour |",
               "| --- | --- | --- | --- | --- | --- | --- |"]
@@ -266,13 +294,11 @@ def main(argv: list[str] | None = None) -> int:
         torch.save(net.state_dict(), args.report / f"net_{key}.pt")
     final = nets.pop("final")
     fold_nets = nets
-    scores, labels = [], []
-    for held_out in labelled:
-        fold_scores, fold_labels = out_of_fold_features(
-            TumourEvidence(fold_nets[held_out.name], config), held_out)
-        scores.append(fold_scores)
-        labels.append(fold_labels)
-    scores, labels = np.concatenate(scores), np.concatenate(labels)
+    out_of_fold = {held_out.name: out_of_fold_features(
+        TumourEvidence(fold_nets[held_out.name], config), held_out) for held_out in labelled}
+    pairs = [pair for images in out_of_fold.values() for pair in images.values()]
+    scores = np.concatenate([f for f, _ in pairs])
+    labels = np.concatenate([l for _, l in pairs])
     config["calibration"] = logistic_fit(scores, labels)
     table, ece = reliability(calibrated(scores, config["calibration"]), labels.astype(float))
     print(f"calibration {config['calibration']}, ECE {ece:.3f}", flush=True)
@@ -286,6 +312,7 @@ def main(argv: list[str] | None = None) -> int:
                                                    for c in labelled},
               "calibration": config["calibration"],
               "reliability": table, "ece": ece, "leave_one_case_out": folds,
+              "feature_ablation": feature_ablation(out_of_fold),
               "final_model_on_unlabelled_cases": final_rows,
               "rule": {"volume_rank": VOLUME_RANK, "tumour_at": TUMOUR_AT,
                        "no_tumour_at": NO_TUMOUR_AT},
