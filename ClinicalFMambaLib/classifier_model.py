@@ -3,6 +3,11 @@
 Grey input (1 channel), square ``input_size``. Four stages of basic residual blocks, each
 halving the resolution, then global average pooling and a linear head. The last stage's
 feature map (input_size / 16 on a side) is the Grad-CAM layer.
+
+``TumourEnsemble`` averages the logits of members trained alike from different seeds. It is
+exactly one wider network (the members' feature maps side by side, their heads side by side
+divided by the member count), so the class activation map and the scope guard's feature
+statistics read it as they read a single ``TumourNet``.
 """
 
 from __future__ import annotations
@@ -76,11 +81,48 @@ class TumourNet(nn.Module):
     def classify_features(self, features: torch.Tensor) -> torch.Tensor:
         return self.head(features.mean(dim=(2, 3)))
 
+    def class_weights(self) -> torch.Tensor:
+        """(classes, channels) weights of the pooled last-stage features: the CAM weights."""
+        return self.head[-1].weight
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.classify_features(self.features(x))
 
 
-def build_model(config: dict) -> TumourNet:
-    """Network described by a weights config (``classes`` and ``arch``)."""
+class TumourEnsemble(nn.Module):
+    """Members of one architecture; the logits are their mean."""
+
+    def __init__(self, num_classes: int, members: int, **arch) -> None:
+        super().__init__()
+        if members < 2:
+            raise ValueError("an ensemble needs at least two members")
+        self.members = nn.ModuleList(TumourNet(num_classes, **arch) for _ in range(members))
+
+    def stage_outputs(self, x: torch.Tensor) -> list[torch.Tensor]:
+        """Per stage, the members' feature maps concatenated along the channels."""
+        per_member = [member.stage_outputs(x) for member in self.members]
+        return [torch.cat(stage, dim=1) for stage in zip(*per_member)]
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.cat([member.features(x) for member in self.members], dim=1)
+
+    def classify_features(self, features: torch.Tensor) -> torch.Tensor:
+        chunks = features.chunk(len(self.members), dim=1)
+        return torch.stack([member.classify_features(chunk)
+                            for member, chunk in zip(self.members, chunks)]).mean(0)
+
+    def class_weights(self) -> torch.Tensor:
+        return torch.cat([member.class_weights() for member in self.members], 1) / len(self.members)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.classify_features(self.features(x))
+
+
+def build_model(config: dict) -> TumourNet | TumourEnsemble:
+    """Network described by a weights config (``classes`` and ``arch``; ``arch["members"]``
+    above 1 makes an ensemble)."""
     arch = {**DEFAULT_ARCH, **config.get("arch", {})}
+    members = arch.pop("members", 1)
+    if members > 1:
+        return TumourEnsemble(len(config["classes"]), members, **arch)
     return TumourNet(len(config["classes"]), **arch)

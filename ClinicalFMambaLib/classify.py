@@ -9,8 +9,9 @@ Typical use::
 
 Heatmaps: the network ends in global average pooling and one linear layer, so Grad-CAM of a
 class equals its class activation map (CAM): ReLU(sum_k w_ck A_k) over the last-stage
-feature maps A_k. It is computed in the same forward pass as the probabilities (no backward
-pass) and upsampled bilinearly to the input's resolution.
+feature maps A_k (of the image and its left-right mirror, averaged; of every member of an
+ensemble, side by side). It is computed in the same forward pass as the probabilities (no
+backward pass) and upsampled bilinearly to the input's resolution.
 
 Volumes: see ``classify_volume`` for the slice orientation and how the tumour-evidence
 network (``tumour_evidence``) and the classifier combine into the volume verdict.
@@ -30,7 +31,7 @@ import torch
 import torch.nn.functional as F
 
 from .classifier_images import check_image, colourfulness, prepare_image, to_original
-from .classifier_model import TumourNet, build_model
+from .classifier_model import TumourEnsemble, TumourNet, build_model
 from .classifier_volumes import (MIN_BRAIN_FRACTION, brain_mask, prepare_volume_sizes,
                                  slices_to_volume)
 from .scope_guard import ScopeGuard, image_problem, load_scope_guard
@@ -40,8 +41,8 @@ from .weights import bundled, load_network
 
 __all__ = ["Cancelled", "Classifier", "ImageResult", "VolumeResult", "aggregate_slices",
            "brain_mask", "classify_image", "classify_images", "classify_volume", "gradcam",
-           "heatmap_overlay", "load_classifier", "result_record", "save_heatmap_png",
-           "save_heatmap_volume"]
+           "heatmap_overlay", "load_classifier", "prepared_probabilities", "result_record",
+           "save_heatmap_png", "save_heatmap_volume"]
 
 BUNDLED_NAME = "classifier2d.safetensors"
 BUNDLED_GUARD = "scope_guard.safetensors"
@@ -59,7 +60,7 @@ class Cancelled(RuntimeError):
 class Classifier:
     """A loaded network with the config that describes its classes and inputs."""
 
-    net: TumourNet
+    net: TumourNet | TumourEnsemble
     config: dict
     device: torch.device
     guard: ScopeGuard | None = None          # refuses inputs that are not brain MRI
@@ -111,33 +112,53 @@ def load_classifier(path: str | Path | None = None, device: str = "cpu",
     return _LOADED[key]
 
 
-@torch.no_grad()
-def _forward(model: Classifier, images01: np.ndarray | torch.Tensor
-             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Probabilities (N, C), last-stage features (N, K, h, w) and the scope guard's
-    summary (N, D) of prepared images: the channel means and standard deviations of the
+def _scope_summary(stages: list[torch.Tensor]) -> torch.Tensor:
+    """The scope guard's summary (N, D): the channel means and standard deviations of the
     first three stages, image statistics from edges to textures. (Of four summaries measured
     in docs/classifier.md, the only one that refused every sample photo at the same false-
     refusal rate; the last stage's tumour-level features place some photos among MRI.)"""
-    stages = model.net.stage_outputs(model.normalise(images01))
-    features = stages[-1]
+    return torch.cat([torch.cat([stage.mean(dim=(2, 3)), stage.std(dim=(2, 3))], 1)
+                      for stage in stages[:SCOPE_STAGES]], 1)
+
+
+@torch.no_grad()
+def _forward(model: Classifier, images01: np.ndarray | torch.Tensor
+             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Probabilities (N, C), class-evidence maps (N, K, h, w) and the scope guard's summary
+    (N, D) of prepared images.
+
+    Probabilities and maps are those of the image and its left-right mirror averaged (the
+    classifier was trained with left-right flips, and a tumour is as likely on either side):
+    the head is affine in the pooled maps, so the mirror's maps, flipped back and averaged
+    with the image's, give the mean of the two views' logits and its class activation map.
+    The summary is the image's own."""
+    x = model.normalise(images01)
+    stages = model.net.stage_outputs(x)
+    features = (stages[-1] + model.net.features(x.flip(-1)).flip(-1)) / 2
     probs = torch.softmax(model.net.classify_features(features), dim=1)
-    summary = torch.cat([torch.cat([stage.mean(dim=(2, 3)), stage.std(dim=(2, 3))], 1)
-                         for stage in stages[:SCOPE_STAGES]], 1)
-    return probs.cpu(), features, summary.cpu()
+    return probs.cpu(), features, _scope_summary(stages).cpu()
 
 
+@torch.no_grad()
 def scope_features(model: Classifier, images01: np.ndarray, batch_size: int = 64
                    ) -> torch.Tensor:
     """The scope guard's summary (N, D) of prepared images."""
-    return torch.cat([_forward(model, images01[i:i + batch_size])[2]
-                      for i in range(0, len(images01), batch_size)])
+    return torch.cat([
+        _scope_summary(model.net.stage_outputs(model.normalise(images01[i:i + batch_size]))).cpu()
+        for i in range(0, len(images01), batch_size)])
+
+
+def prepared_probabilities(model: Classifier, images01: np.ndarray, batch_size: int = 32
+                           ) -> np.ndarray:
+    """Class probabilities (N, C) of images already prepared (``prepare_image``, in [0, 1])."""
+    return np.concatenate([_forward(model, images01[i:i + batch_size])[0].numpy()
+                           for i in range(0, len(images01), batch_size)])
 
 
 @torch.no_grad()
 def _cam(model: Classifier, features: torch.Tensor, class_index: torch.Tensor) -> torch.Tensor:
     """Raw class activation maps (N, S, S) at the model's input resolution."""
-    weight = model.net.head[-1].weight[class_index.to(features.device)]  # (N, K)
+    weight = model.net.class_weights()[class_index.to(features.device)]  # (N, K)
     cam = F.relu(torch.einsum("nk,nkhw->nhw", weight, features))
     size = model.input_size
     return F.interpolate(cam[:, None], size=(size, size), mode="bilinear",
@@ -153,8 +174,7 @@ def classify_images(model: Classifier, images: Sequence[np.ndarray],
     if len(images) == 0:
         raise ValueError("no images to classify")
     prepared = np.stack([prepare_image(image, model.input_size)[0] for image in images])
-    return np.concatenate([_forward(model, prepared[i:i + batch_size])[0].numpy()
-                           for i in range(0, len(prepared), batch_size)])
+    return prepared_probabilities(model, prepared, batch_size)
 
 
 def _scope(model: Classifier, prepared: np.ndarray, summary: torch.Tensor,

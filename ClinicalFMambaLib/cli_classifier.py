@@ -69,6 +69,9 @@ def register(commands) -> None:
                             "%(default)s)")
     train.add_argument("--seed", type=int, default=0,
                        help="random seed of split, initialisation and order (default: %(default)s)")
+    train.add_argument("--init-seed", type=int, default=None,
+                       help="seed of initialisation, order and augmentation only, the split "
+                            "staying --seed's: another member for an ensemble (default: --seed)")
     train.add_argument("--threads", type=int, default=1,
                        help="torch CPU threads (default: %(default)s)")
     train.add_argument("--precision", choices=("fp32", "bf16"), default="fp32",
@@ -243,7 +246,9 @@ def run_train(args: argparse.Namespace) -> int:
     print(f"{len(train_idx)} training and {len(val_idx)} validation samples, classes {classes}",
           flush=True)
     options = TrainOptions(epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                           weight_decay=args.weight_decay, seed=args.seed, threads=args.threads,
+                           weight_decay=args.weight_decay,
+                           seed=args.seed if args.init_seed is None else args.init_seed,
+                           threads=args.threads,
                            precision=args.precision)
     workdir = args.workdir or Path("/tmp/clinicalfmamba-classifier") / args.output.stem
     result = train(images, labels, classes, train_idx, val_idx, options, workdir,

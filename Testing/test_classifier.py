@@ -4,20 +4,24 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
-from ClinicalFMambaLib import classifier_datasets
-from ClinicalFMambaLib.classifier_images import read_image
+from ClinicalFMambaLib import classifier_datasets, classify
+from ClinicalFMambaLib.classifier_images import prepare_image, read_image
 from ClinicalFMambaLib.classifier_volumes import brain_mask, read_volume
 from ClinicalFMambaLib.classify import (Cancelled, aggregate_slices, classify_images,
                                         classify_volume, gradcam, load_classifier)
 from ClinicalFMambaLib.cli import main
 from ClinicalFMambaLib.weights import WeightsError, bundled, load_weights
 
-DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT.parent / "shared" / "data"
 TESTING = DATA / "tumor-mri" / "Testing"
 TRAINING = DATA / "tumor-mri" / "Training"
 BRAIN3D = DATA / "brain3d"
@@ -55,7 +59,7 @@ def test_bundled_weights_verify_and_load(model):
     assert config["classes"] == ["glioma", "meningioma", "notumor", "pituitary"]
     assert config["no_tumour_class"] == "notumor"
     assert {"input_size", "arch", "normalisation"} <= set(config)
-    assert sum(t.numel() for t in state.values()) < 3_000_000
+    assert sum(t.numel() for t in state.values()) < 2_000_000 * config["arch"].get("members", 1)
     assert load_classifier() is model  # loaded once
 
 
@@ -175,6 +179,46 @@ def test_train_classifier_on_class_folders(tmp_path, monkeypatch):
     assert "train-classifier" in manifest[output.name]["command"]
     probs = classify_images(load_classifier(output), [np.random.default_rng(1).random((80, 80))])
     assert probs.shape == (1, 4)
+
+    # A second member (same split, another initialisation) and one of another split; the
+    # ensemble script joins the first two and refuses the third.
+    members = [output, tmp_path / "out" / "member1.safetensors",
+               tmp_path / "out" / "other-split.safetensors"]
+    for path, seeds in zip(members[1:], (["--init-seed", "1"], ["--seed", "1"])):
+        assert main(["train-classifier", str(tmp_path / "data"), "--output", str(path),
+                     "--epochs", "1", "--batch-size", "8", "--size", "64", *seeds,
+                     "--workdir", str(tmp_path / path.stem)]) == 0
+    ensemble_path = tmp_path / "ensemble" / "classifier2d.safetensors"
+    script = [sys.executable, str(ROOT / "scripts" / "ensemble_classifier.py"),
+              "--data-dir", str(tmp_path / "data"), "--output", str(ensemble_path)]
+    refused = subprocess.run(script + [str(members[0]), str(members[2])],
+                             capture_output=True, text=True)
+    assert refused.returncode != 0 and "normalisation" in refused.stderr
+    assert "Traceback" not in refused.stderr and not ensemble_path.exists()
+    joined = subprocess.run(script + [str(members[0]), str(members[1])],
+                            capture_output=True, text=True)
+    assert joined.returncode == 0, joined.stderr
+    ensemble = load_classifier(ensemble_path)
+    assert ensemble.config["arch"]["members"] == 2
+    singles = [load_classifier(path) for path in members[:2]]
+    image = read_image(TESTING / "glioma" / "Te-glTr_0000.jpg")
+    prepared = np.stack([prepare_image(image, 64)[0]])
+    with torch.no_grad():  # two members, each on the image and its mirror
+        logits = [single.net(view) for single in singles
+                  for view in (single.normalise(prepared), single.normalise(prepared).flip(-1))]
+    np.testing.assert_allclose(classify_images(ensemble, [image]),
+                               torch.softmax(sum(logits) / 4, 1).numpy(), atol=1e-5)
+    # The ensemble's class map is the rectified mean of the members' unrectified maps (each
+    # already the mean of the image's and its mirror's).
+    with torch.no_grad():
+        unrectified = [torch.einsum("k,nkhw->nhw", single.net.class_weights()[0],
+                                    classify._forward(single, prepared)[1]) for single in singles]
+    expected = torch.nn.functional.interpolate(
+        torch.relu((unrectified[0] + unrectified[1]) / 2)[:, None], size=(64, 64),
+        mode="bilinear", align_corners=False)[:, 0]
+    _, features, _ = classify._forward(ensemble, prepared)
+    np.testing.assert_allclose(classify._cam(ensemble, features, torch.tensor([0])).numpy(),
+                               expected.numpy(), atol=1e-5)
 
 
 @needs_data
