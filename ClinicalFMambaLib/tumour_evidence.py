@@ -3,10 +3,12 @@ per-slice probability and the volume rule (see docs/classifier.md, "Volume verdi
 
 The evidence network (``tumour_seg_model``) was trained on labelled skull-stripped MRI
 volumes of every contrast and on fused pairs. A slice's probability is a logistic function of
-two features: the network's slice score and the classical left-right asymmetry of the
-slice's brightest voxels (``tumour_slices.asymmetry_scores``), with weights fitted on
-leave-one-case-out predictions and stored with the network (on those folds the asymmetry
-separates tumour slices better than the network's score alone; docs/classifier.md). The
+two classical cues computed on the input slice: the left-right asymmetry of its brightest
+voxels (``tumour_slices.asymmetry_scores``) and the share of one-sided bright pixels
+(``tumour_pseudo_labels.one_sided_share``), with weights fitted on leave-one-case-out
+slices and stored with the network. The network's own slice score is reported and not used:
+joined with the cues it lowered the slice AUC of a calibration fitted without the held-out
+case (docs/classifier.md); the network gives the heatmap. The
 volume's tumour probability is the ``VOLUME_RANK``-th highest slice probability among the
 slices that hold enough brain: a tumour spans several slices, a single suspicious slice does
 not make one.
@@ -22,6 +24,7 @@ import torch
 
 from .classifier_volumes import (MIN_BRAIN_FRACTION, VolumeSlices, prepare_volume,
                                  slices_to_volume)
+from .tumour_pseudo_labels import one_sided_share
 from .tumour_seg_model import TumourSegNet, build_seg_model, slice_logits
 from .tumour_slices import asymmetry_scores
 from .weights import bundled, load_network
@@ -48,28 +51,30 @@ class TumourEvidence:
     def input_size(self) -> int:
         return int(self.config["input_size"])
 
-    def calibrate(self, logits: np.ndarray, asymmetry: np.ndarray) -> np.ndarray:
-        """Slice scores and asymmetries -> calibrated tumour probabilities."""
-        return calibrated(slice_features(logits, asymmetry), self.config["calibration"])
+    def calibrate(self, asymmetry: np.ndarray, one_sided: np.ndarray) -> np.ndarray:
+        """Slice cues -> calibrated tumour probabilities."""
+        return calibrated(slice_features(asymmetry, one_sided), self.config["calibration"])
 
 
 def calibrated(features: np.ndarray, calibration) -> np.ndarray:
-    """(Z, 2) calibration features -> tumour probabilities, by the weights and bias."""
+    """(Z, F) calibration features -> tumour probabilities, by the weights and bias."""
     weights = np.asarray(calibration, np.float64)
     return 1.0 / (1.0 + np.exp(-(features @ weights[:-1] + weights[-1])))
 
 
-def slice_features(logits: np.ndarray, asymmetry: np.ndarray) -> np.ndarray:
-    """(Z, 2) features of the calibration: the network's slice score and the log asymmetry
-    (a slice without bright voxels has asymmetry 0; the offset keeps its log finite)."""
-    return np.stack([np.asarray(logits, np.float64),
-                     np.log(np.asarray(asymmetry, np.float64) + ASYMMETRY_OFFSET)], 1)
+def slice_features(asymmetry: np.ndarray, one_sided: np.ndarray) -> np.ndarray:
+    """(Z, 2) features of the calibration: the logs of the asymmetry and of the one-sided
+    share (both shares of the largest slice's brain area; the offset keeps the log of an empty
+    slice finite)."""
+    return np.log(np.stack([np.asarray(asymmetry, np.float64),
+                            np.asarray(one_sided, np.float64)], 1) + ASYMMETRY_OFFSET)
 
 
 @dataclass(frozen=True)
 class SliceEvidence:
-    logits: np.ndarray          # (Z,) the network's slice scores
+    logits: np.ndarray          # (Z,) the network's slice scores (reported, not calibrated)
     asymmetry: np.ndarray       # (Z,) left-right asymmetry of the brightest voxels
+    one_sided: np.ndarray       # (Z,) share of one-sided bright pixels
     probabilities: np.ndarray   # (Z,) calibrated tumour probability per axial slice
     heatmap: np.ndarray         # input's shape, per-voxel tumour probability, 0 outside brain
     brain_area: np.ndarray      # (Z,)
@@ -112,9 +117,11 @@ def slice_evidence(evidence: TumourEvidence, slices: VolumeSlices, batch_size: i
     eligible = area >= MIN_BRAIN_FRACTION * area.max()
     raw = torch.cat(logits).numpy()
     # On the prepared slices the crop is centred on the brain and zero outside it.
-    asymmetry = asymmetry_scores(slices.images, slices.images > 0)
-    return SliceEvidence(raw, asymmetry, evidence.calibrate(raw, asymmetry), heatmap, area,
-                         eligible)
+    brain = slices.images > 0
+    asymmetry = asymmetry_scores(slices.images, brain)
+    one_sided = one_sided_share(slices.images, brain)
+    return SliceEvidence(raw, asymmetry, one_sided, evidence.calibrate(asymmetry, one_sided),
+                         heatmap, area, eligible)
 
 
 def volume_evidence(evidence: TumourEvidence, volume: np.ndarray, direction=None,

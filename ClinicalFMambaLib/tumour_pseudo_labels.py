@@ -32,16 +32,35 @@ def mirrored(volume: np.ndarray, brain: np.ndarray) -> np.ndarray:
     return np.roll(volume[:, :, ::-1], shift, axis=2)
 
 
+def one_sided_bright(volume: np.ndarray, brain: np.ndarray, smooth, mirror_smooth,
+                     edge: int, edge_structure: np.ndarray | None = None) -> np.ndarray:
+    """Voxels well above the brain's median (robust z-score over the brain, smoothed by
+    ``smooth``) that also lead the mirrored hemisphere (smoothed by ``mirror_smooth``) and lie
+    ``edge`` erosions inside the brain: bright and one-sided, as tumour and oedema are."""
+    values = volume[brain]
+    median = float(np.median(values))
+    spread = float(np.median(np.abs(values - median))) * 1.4826 or 1.0
+    z = ndimage.gaussian_filter((volume.astype(np.float32) - median) / spread, smooth)
+    other_side = ndimage.gaussian_filter(mirrored(z, brain), mirror_smooth)
+    inner = ndimage.binary_erosion(brain, structure=edge_structure, iterations=edge)
+    return (z > LESION_Z) & (z - other_side > ASYMMETRY_Z) & inner
+
+
+def one_sided_share(images: np.ndarray, brain: np.ndarray) -> np.ndarray:
+    """Slice cue on prepared slices (about 2.5 mm pixels, so in-plane smoothing of 0.5 and
+    1.5 pixels and a 1-pixel edge): per slice, the one-sided bright pixels over the largest
+    slice's brain area. Zero where nothing is one-sided, as on most T1-weighted inputs."""
+    if not brain.any():
+        return np.zeros(images.shape[0])
+    bright = one_sided_bright(images, brain, (0, 0.5, 0.5), (0, 1.5, 1.5), 1,
+                              np.ones((1, 3, 3), bool))
+    return bright.sum(axis=(1, 2)) / max(1, int(brain.sum(axis=(1, 2)).max()))
+
+
 def flair_lesion_mask(flair: np.ndarray, brain: np.ndarray) -> np.ndarray:
     """(Z, Y, X) bool pseudo mask of the one-sided FLAIR hyperintensity of a volume; empty
     when there is none."""
-    values = flair[brain]
-    median = float(np.median(values))
-    spread = float(np.median(np.abs(values - median))) * 1.4826 or 1.0
-    z = ndimage.gaussian_filter((flair.astype(np.float32) - median) / spread, 1.0)
-    other_side = ndimage.gaussian_filter(mirrored(z, brain), 3.0)
-    inner = ndimage.binary_erosion(brain, iterations=EDGE_VOXELS)
-    candidates = (z > LESION_Z) & (z - other_side > ASYMMETRY_Z) & inner
+    candidates = one_sided_bright(flair, brain, 1.0, 3.0, EDGE_VOXELS)
     labels, count = ndimage.label(candidates)
     if count == 0:
         return candidates

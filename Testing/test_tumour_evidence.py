@@ -20,7 +20,8 @@ from ClinicalFMambaLib.scope_guard import MAX_COLOURFULNESS, fit_scope_guard, im
 from ClinicalFMambaLib.classifier_volumes import brain_mask
 from ClinicalFMambaLib.tumour_evidence import (ASYMMETRY_OFFSET, VOLUME_RANK, TumourEvidence,
                                                volume_tumour_probability)
-from ClinicalFMambaLib.tumour_pseudo_labels import flair_lesion_mask, unknown_ring
+from ClinicalFMambaLib.tumour_pseudo_labels import (flair_lesion_mask, mirrored, one_sided_share,
+                                                    unknown_ring)
 from ClinicalFMambaLib.tumour_seg_model import TumourSegNet, slice_logits
 from ClinicalFMambaLib.tumour_seg_train import (SlicePool, augment_labelled, carve_mix,
                                                 seg_loss, train_seg)
@@ -150,16 +151,31 @@ def test_slice_score_pools_the_most_suspicious_pixels():
     assert TumourSegNet([4, 8])(torch.rand(1, 1, 32, 32)).shape == (1, 1, 32, 32)
 
 
-def test_calibration_joins_the_network_score_and_the_asymmetry():
+def test_calibration_joins_the_asymmetry_and_the_one_sided_share():
     evidence = TumourEvidence(None, {"calibration": [0.5, 1.0, 2.0]})
-    logits = np.array([-4.0, 0.0, 4.0, 4.0])
+    one_sided = np.array([0.0, 0.001, 0.01, 0.01])
     asymmetry = np.array([0.0, 0.0, 0.0, 0.05])  # no bright voxels at all: still finite
-    p = evidence.calibrate(logits, asymmetry)
+    p = evidence.calibrate(asymmetry, one_sided)
     assert np.all(np.isfinite(p)) and np.all((p > 0) & (p < 1))
     assert p[0] < p[1] < p[2] < p[3]
-    expected = 1 / (1 + np.exp(-(0.5 * 4.0 + np.log(0.05 + ASYMMETRY_OFFSET) + 2.0)))
+    expected = 1 / (1 + np.exp(-(0.5 * np.log(0.05 + ASYMMETRY_OFFSET)
+                                 + np.log(0.01 + ASYMMETRY_OFFSET) + 2.0)))
     assert p[3] == pytest.approx(expected)
     assert not asymmetry_scores(np.zeros((3, 8, 8)), np.zeros((3, 8, 8), bool)).any()
+    assert not one_sided_share(np.zeros((3, 8, 8)), np.zeros((3, 8, 8), bool)).any()
+
+
+def test_one_sided_share_finds_a_one_sided_bright_spot_only():
+    rng = np.random.default_rng(0)
+    images = 0.5 + 0.08 * rng.standard_normal((4, 48, 48))
+    yy, xx = np.mgrid[:48, :48]
+    brain = np.broadcast_to((yy - 24) ** 2 + (xx - 24) ** 2 < 20 ** 2, images.shape).copy()
+    images = np.where(brain, images, 0.0).astype(np.float32)
+    spot = np.broadcast_to((yy - 24) ** 2 + (xx - 14) ** 2 < 5 ** 2, images.shape)
+    images[1][spot[1]] = 0.8                                      # one side only
+    images[2][(spot | mirrored(spot, brain))[2]] = 0.8            # both sides: not counted
+    share = one_sided_share(images, brain)
+    assert share[1] > 0.02 and share[0] == share[2] == share[3] == 0
 
 
 def test_volume_rule_needs_several_suspicious_slices():

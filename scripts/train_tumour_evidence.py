@@ -8,9 +8,11 @@ model on every labelled case, and report every fold beside the classical anchors
 For each brain3d case with a tumour segmentation: a network trained on the other labelled
 cases predicts every contrast and fused pair of it (slice AUC, heatmap share inside the
 tumour, peak distance, volume verdict), next to the FLAIR asymmetry anchors. The
-out-of-fold slices fit the calibration, a logistic function of the network's slice score and
-the slice's bright-voxel asymmetry (reliability table and ECE reported); each feature's slice
-AUC alone and that of a calibration fitted without the held-out case are reported beside it.
+out-of-fold slices fit the calibration, a logistic function of two classical cues of the input
+slice: its bright-voxel asymmetry and its share of one-sided bright pixels (reliability table
+and ECE reported). Each cue's slice AUC alone, the network's slice score's, and those of
+calibrations fitted without the held-out case, with and without the network's score as a
+third feature, are reported beside it.
 Cases without a segmentation (BraTS-GLI-00001-000) train every model with the pseudo mask
 of their FLAIR (``--no-pseudo-labels`` leaves them out); they are also predicted by every
 model, which is then no independent check. The pseudo masks of the labelled cases are
@@ -103,34 +105,41 @@ def heatmap_numbers(heat: np.ndarray, tumour: np.ndarray, spacing: tuple[float, 
 
 
 def out_of_fold_features(evidence: TumourEvidence, case: Path
-                         ) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """Per image of a labelled case: calibration features (network score, log asymmetry)
-    and labels of its brain slices."""
+                         ) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Per image of a labelled case: calibration features (log asymmetry, log one-sided
+    share), the network's slice scores and the labels of its brain slices."""
     tumour = read_array(case / SEGMENTATION_NAME) > 0
     features = {}
     for kind, image in case_images(case).items():
         result = volume_evidence(evidence, sitk.GetArrayFromImage(image), image.GetDirection())
         brain = result.brain_area > 0
-        features[kind] = (slice_features(result.logits, result.asymmetry)[brain],
-                          tumour.any(axis=(1, 2))[brain])
+        features[kind] = (slice_features(result.asymmetry, result.one_sided)[brain],
+                          result.logits[brain], tumour.any(axis=(1, 2))[brain])
     return features
 
 
-def feature_ablation(out_of_fold: dict[str, dict[str, tuple[np.ndarray, np.ndarray]]]) -> dict:
-    """Per held-out case and image, the slice AUC of each calibration feature alone and of
-    a nested calibration, fitted on the other cases' out-of-fold slices only (the bundled
-    calibration also sees the held-out case's slices)."""
+def feature_ablation(out_of_fold: dict[str, dict[str, tuple[np.ndarray, np.ndarray,
+                                                             np.ndarray]]]) -> dict:
+    """Per held-out case and image, the slice AUC of the network's score and of each
+    calibration feature alone, of a nested calibration (fitted on the other cases'
+    out-of-fold slices only; the bundled one also sees the held-out case's), and of a nested
+    calibration that also takes the network's score (the alternative not kept)."""
     rows = {}
     for held_out, images in out_of_fold.items():
-        others = [pair for name, other in out_of_fold.items() if name != held_out
-                  for pair in other.values()]
-        nested = logistic_fit(np.concatenate([f for f, _ in others]),
-                              np.concatenate([l for _, l in others]))
-        rows[held_out] = {kind: {"network_score_alone": roc_auc(labels, features[:, 0]),
-                                 "asymmetry_alone": roc_auc(labels, features[:, 1]),
-                                 "nested_calibration": roc_auc(labels,
-                                                               calibrated(features, nested))}
-                          for kind, (features, labels) in images.items()}
+        others = [triple for name, other in out_of_fold.items() if name != held_out
+                  for triple in other.values()]
+        labels_other = np.concatenate([l for _, _, l in others])
+        nested = logistic_fit(np.concatenate([f for f, _, _ in others]), labels_other)
+        with_score = logistic_fit(np.concatenate([np.column_stack([n, f])
+                                                  for f, n, _ in others]), labels_other)
+        rows[held_out] = {
+            kind: {"network_score_alone": roc_auc(labels, scores),
+                   "asymmetry_alone": roc_auc(labels, features[:, 0]),
+                   "one_sided_alone": roc_auc(labels, features[:, 1]),
+                   "nested_calibration": roc_auc(labels, calibrated(features, nested)),
+                   "nested_with_network_score": roc_auc(labels, calibrated(
+                       np.column_stack([scores, features]), with_score))}
+            for kind, (features, scores, labels) in images.items()}
     return rows
 
 
@@ -204,14 +213,18 @@ def markdown(report: dict) -> str:
                          f"{number(row.get('peak_median_mm'), 1)} | "
                          f"{number(row.get('volume_probability'), 2)} | "
                          f"{row.get('verdict', '–')} |")
-    lines += ["", "Slice AUC by feature (out-of-fold): the network's score alone, the "
-              "asymmetry alone, and the calibration fitted without the held-out case (nested).",
+    lines += ["", "Slice AUC by feature (out-of-fold): the network's score and each "
+              "calibration feature alone, the calibration fitted without the held-out case "
+              "(nested), and the same with the network's score as a third feature.",
               "", "| held-out case | input | network score alone | asymmetry alone "
-              "| nested calibration |", "| --- | --- | --- | --- | --- |"]
+              "| one-sided share alone | nested calibration | nested, with the network's score |",
+              "| --- | --- | --- | --- | --- | --- | --- |"]
     for held_out, images in report["feature_ablation"].items():
         for kind, row in images.items():
             lines.append(f"| {held_out} | {kind} | {row['network_score_alone']:.3f} | "
-                         f"{row['asymmetry_alone']:.3f} | {row['nested_calibration']:.3f} |")
+                         f"{row['asymmetry_alone']:.3f} | {row['one_sided_alone']:.3f} | "
+                         f"{row['nested_calibration']:.3f} | "
+                         f"{row['nested_with_network_score']:.3f} |")
     lines += ["", "| labelled case | pseudo mask Dice | precision | tumour inside mask + ring "
               "| tumour slices | pseudo-mask slices | of which tumour |",
               "| --- | --- | --- | --- | --- | --- | --- |"]
@@ -232,10 +245,11 @@ def markdown(report: dict) -> str:
             for kind, row in rows.items():
                 lines.append(f"| {model} | {case} | {kind} | "
                              f"{number(row['volume_probability'], 2)} | {row['verdict']} |")
-    w_score, w_asymmetry, bias = report["calibration"]
+    w_asymmetry, w_one_sided, bias = report["calibration"]
     lines += ["", "Calibration (logistic, on the out-of-fold slices): p = sigmoid("
-              f"{w_score:.3f} * score + {w_asymmetry:.3f} * log(asymmetry + "
-              f"{ASYMMETRY_OFFSET:g}) + {bias:.3f}); ECE {report['ece']:.3f}.", "",
+              f"{w_asymmetry:.3f} * log(asymmetry + {ASYMMETRY_OFFSET:g}) + {w_one_sided:.3f} "
+              f"* log(one-sided share + {ASYMMETRY_OFFSET:g}) + {bias:.3f}); "
+              f"ECE {report['ece']:.3f}.", "",
               "| predicted | slices | mean predicted | observed tumour rate |",
               "| --- | --- | --- | --- |"]
     lines += [f"| {r['bin']} | {r['n']} | {r['predicted']:.3f} | {r['observed']:.3f} |"
@@ -270,7 +284,7 @@ def main(argv: list[str] | None = None) -> int:
     for case in labelled:  # the fused inputs are made (and cached) once, before the workers
         case_images(case)
     config = {"model": "TumourSegNet", "arch": DEFAULT_SEG_ARCH, "input_size": args.size,
-              "calibration": [1.0, 0.0, 0.0]}
+              "calibration": [1.0, 0.0, 0.0]}  # fitted below
     unlabelled = [c for c in cases if c not in labelled]
     pseudo = [] if args.no_pseudo_labels else [c.name for c in unlabelled]
     for case in unlabelled:
@@ -296,9 +310,9 @@ def main(argv: list[str] | None = None) -> int:
     fold_nets = nets
     out_of_fold = {held_out.name: out_of_fold_features(
         TumourEvidence(fold_nets[held_out.name], config), held_out) for held_out in labelled}
-    pairs = [pair for images in out_of_fold.values() for pair in images.values()]
-    scores = np.concatenate([f for f, _ in pairs])
-    labels = np.concatenate([l for _, l in pairs])
+    triples = [triple for images in out_of_fold.values() for triple in images.values()]
+    scores = np.concatenate([f for f, _, _ in triples])
+    labels = np.concatenate([l for _, _, l in triples])
     config["calibration"] = logistic_fit(scores, labels)
     table, ece = reliability(calibrated(scores, config["calibration"]), labels.astype(float))
     print(f"calibration {config['calibration']}, ECE {ece:.3f}", flush=True)
