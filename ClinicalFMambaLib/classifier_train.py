@@ -130,6 +130,13 @@ class WeightAverage:
         self.updates = state["updates"]
 
 
+def training_normalisation(train_images: np.ndarray) -> tuple[float, float]:
+    """Mean and standard deviation of the training images (uint8, prepared) in [0, 1]: the
+    network's input normalisation."""
+    values = train_images.astype(np.float32) / 255.0
+    return float(values.mean()), float(values.std()) or 1.0
+
+
 def train(images: np.ndarray, labels: np.ndarray, classes: list[str], train_idx: np.ndarray,
           val_idx: np.ndarray, options: TrainOptions, workdir: str | Path,
           resume: bool = True) -> dict:
@@ -148,9 +155,7 @@ def train(images: np.ndarray, labels: np.ndarray, classes: list[str], train_idx:
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     size = images.shape[-1]
-    train_float = images[train_idx].astype(np.float32) / 255.0
-    mean, std = float(train_float.mean()), float(train_float.std()) or 1.0
-    del train_float
+    mean, std = training_normalisation(images[train_idx])
     config = model_config(classes, size, mean, std, options.arch)
 
     model = build_model(config).to(memory_format=torch.channels_last)

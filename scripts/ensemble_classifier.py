@@ -33,7 +33,8 @@ sys.path.insert(0, str(ROOT))
 from ClinicalFMambaLib.classifier_datasets import (list_class_folders, load_images,  # noqa: E402
                                                    stratified_split)
 from ClinicalFMambaLib.classifier_model import build_model  # noqa: E402
-from ClinicalFMambaLib.classifier_train import classification_metrics, predict  # noqa: E402
+from ClinicalFMambaLib.classifier_train import (classification_metrics, predict,  # noqa: E402
+                                                training_normalisation)
 from ClinicalFMambaLib.classify import Classifier, prepared_probabilities  # noqa: E402
 from ClinicalFMambaLib.weights import load_weights, provenance, save_weights  # noqa: E402
 
@@ -84,20 +85,16 @@ def main() -> int:
     images = load_images(paths, config["input_size"])
     train_idx, val_idx = stratified_split(labels, args.val_fraction, args.seed)
     norm = config["normalisation"]
-    train_mean = float((images[train_idx].astype(np.float32) / 255.0).mean())
+    train_mean, _ = training_normalisation(images[train_idx])
     if abs(train_mean - norm["mean"]) > 1e-4:
         parser.error(f"the split of seed {args.seed} has training mean {train_mean:.5f}, the "
                      f"members were normalised with {norm['mean']:.5f}: another split")
 
-    members = []
-    for state in states:
-        net = build_model(config)
-        net.load_state_dict(state)
-        members.append(net.eval())
     ensemble_config = {**config, "arch": {**config["arch"], "members": len(states)}}
     ensemble = build_model(ensemble_config)
     ensemble.load_state_dict(ensemble_state(states))
     ensemble.eval()
+    members = list(ensemble.members)
 
     sets = {"validation": (images[val_idx], labels[val_idx])}
     if args.test_dir is not None:

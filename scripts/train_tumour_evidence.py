@@ -40,8 +40,7 @@ from ClinicalFMambaLib.classifier_volumes import brain_mask  # noqa: E402
 from ClinicalFMambaLib.classifier_train import roc_auc  # noqa: E402
 from ClinicalFMambaLib.tumour_evidence import (  # noqa: E402
     ASYMMETRY_OFFSET, NO_TUMOUR_AT, TUMOUR_AT, VOLUME_RANK, TumourEvidence, calibrated,
-    slice_features,
-    tumour_verdict, volume_evidence, volume_tumour_probability)
+    slice_features, tumour_verdict, volume_evidence, volume_tumour_probability)
 from ClinicalFMambaLib.tumour_pseudo_labels import flair_lesion_mask, unknown_ring  # noqa: E402
 from ClinicalFMambaLib.tumour_seg_model import DEFAULT_SEG_ARCH, TumourSegNet  # noqa: E402
 from ClinicalFMambaLib.tumour_seg_train import (SlicePool, case_images, case_slices,  # noqa: E402
@@ -311,10 +310,10 @@ def main(argv: list[str] | None = None) -> int:
     out_of_fold = {held_out.name: out_of_fold_features(
         TumourEvidence(fold_nets[held_out.name], config), held_out) for held_out in labelled}
     triples = [triple for images in out_of_fold.values() for triple in images.values()]
-    scores = np.concatenate([f for f, _, _ in triples])
+    features = np.concatenate([f for f, _, _ in triples])
     labels = np.concatenate([l for _, _, l in triples])
-    config["calibration"] = logistic_fit(scores, labels)
-    table, ece = reliability(calibrated(scores, config["calibration"]), labels.astype(float))
+    config["calibration"] = logistic_fit(features, labels)
+    table, ece = reliability(calibrated(features, config["calibration"]), labels.astype(float))
     print(f"calibration {config['calibration']}, ECE {ece:.3f}", flush=True)
     folds = {name: {c.name: evaluate_case(TumourEvidence(net, config), c)
                     for c in [args.data / "brain3d" / name] + unlabelled}
