@@ -192,11 +192,11 @@ def test_train_classifier_on_class_folders(tmp_path, monkeypatch):
     script = [sys.executable, str(ROOT / "scripts" / "ensemble_classifier.py"),
               "--data-dir", str(tmp_path / "data"), "--output", str(ensemble_path)]
     refused = subprocess.run(script + [str(members[0]), str(members[2])],
-                             capture_output=True, text=True)
+                             capture_output=True, encoding="utf-8")
     assert refused.returncode != 0 and "normalisation" in refused.stderr
     assert "Traceback" not in refused.stderr and not ensemble_path.exists()
     joined = subprocess.run(script + [str(members[0]), str(members[1])],
-                            capture_output=True, text=True)
+                            capture_output=True, encoding="utf-8")
     assert joined.returncode == 0, joined.stderr
     ensemble = load_classifier(ensemble_path)
     assert ensemble.config["arch"]["members"] == 2

@@ -30,7 +30,7 @@ CONDITIONED = dataclasses.replace(DEFAULT_CONFIGS[2], emphasis=True)
 
 def cli(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "ClinicalFMambaLib.cli", *args], cwd=ROOT,
-                          capture_output=True, text=True, timeout=300)
+                          capture_output=True, encoding="utf-8", timeout=300)
 
 
 def test_a_new_conditioning_starts_as_the_unconditioned_network():

@@ -80,7 +80,7 @@ def test_real_run_on_two_ct_pairs():
     done = subprocess.run([sys.executable, str(SCRIPT), "--pair-type", "CT-MRI", "--limit", "2",
                            "--markdown", "--data", str(DATA / "harvard"),
                            "--peers", str(DATA / "peers")],
-                          cwd=ROOT, capture_output=True, text=True, encoding="utf-8",
+                          cwd=ROOT, capture_output=True, encoding="utf-8",
                           timeout=120)
     assert done.returncode == 0, done.stderr
     assert "### CT-MRI (2 validation pairs)" in done.stdout

@@ -153,7 +153,7 @@ def test_triton_on_cpu_without_the_interpreter_is_a_clear_error():
             "except RuntimeError as e:\n    print(e)\n")
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
-                         text=True, timeout=120, check=True).stdout
+                         encoding="utf-8", timeout=120, check=True).stdout
     assert "TRITON_INTERPRET=1" in out
 
 

@@ -327,7 +327,7 @@ def test_module_imports_without_torch():
             f"sys.path.insert(0, {str(ROOT / 'ClinicalFMamba')!r})\n"
             "import ClinicalFMamba\n"
             "assert not [m for m in sys.modules if m.startswith('ClinicalFMambaLib.')]\n")
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, encoding="utf-8",
                             timeout=300)
     assert result.returncode == 0, result.stderr
 
@@ -481,7 +481,7 @@ def test_torch_version_is_checked_without_importing_it():
     code = ("import sys\nsys.modules['torch'] = None\n"
             f"sys.path.insert(0, {str(ROOT / 'ClinicalFMamba')!r})\n"
             "import ClinicalFMamba\nClinicalFMamba._checkTorchVersion()\n")
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, encoding="utf-8",
                             timeout=300)
     assert result.returncode == 0, result.stderr
 

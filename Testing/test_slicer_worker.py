@@ -143,7 +143,7 @@ print(json.dumps({{
     "library_modules": sorted(m for m in sys.modules if m.startswith("ClinicalFMambaLib")),
 }}))
 """
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, encoding="utf-8",
                             timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
     run = json.loads(result.stdout.strip().splitlines()[-1])
@@ -282,7 +282,7 @@ job = logic.start(*logic.loadSample(), device="cpu")
 print(json.dumps({{"pid": job.process.pid, "folder": str(job.folder)}}), flush=True)
 time.sleep(600)
 """
-    caller = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    caller = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, encoding="utf-8")
     try:
         started = json.loads(caller.stdout.readline())
     finally:
@@ -320,7 +320,7 @@ def test_folders_of_dead_callers_are_removed_at_the_next_start(scene, sample):
 
 def batch(*args: str) -> subprocess.CompletedProcess:
     """The batch script under plain Python with slicer-core, as a subprocess."""
-    return subprocess.run([sys.executable, str(BATCH), *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, str(BATCH), *args], capture_output=True, encoding="utf-8",
                           timeout=900)
 
 

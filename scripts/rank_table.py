@@ -180,6 +180,8 @@ def main() -> None:
         sys.exit(f"rank_table: {error}")
     counts = {t: sum(p.pair_type == t for p in pairs) for t in kept}
     torch.set_num_threads(args.threads)
+    # The tables go into docs/results.md, which is UTF-8, whatever the terminal's locale.
+    sys.stdout.reconfigure(encoding="utf-8")
     started = time.time()
     results = score(pairs, model, lambda pair: {m: load_luma(path)
                                                 for m, path in paths[pair.name].items()},

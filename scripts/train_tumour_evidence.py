@@ -332,7 +332,7 @@ def main(argv: list[str] | None = None) -> int:
               "seconds": round(time.time() - start)}
     args.report.mkdir(parents=True, exist_ok=True)
     (args.report / "report.json").write_text(json.dumps(report, indent=1))
-    (args.report / "report.md").write_text(markdown(report))
+    (args.report / "report.md").write_text(markdown(report), encoding="utf-8")
     save_weights(final.state_dict(), args.output, config,
                  {"command": command, "ece": ece,
                   "trained_on": [c.name for c in labelled] + pseudo,
