@@ -138,7 +138,7 @@ def load_graded_cases(data_dir: str | Path, csv_path: str | Path, volume_name: s
 
     images, labels, groups = [], [], []
     for index, case in enumerate(tqdm(sorted(grades), desc="reading cases", disable=not progress)):
-        array, direction = read_volume(data_dir / case / volume_name)
+        array, direction, _ = read_volume(data_dir / case / volume_name)
         slices = prepare_volume(array, size, direction)
         keep = np.flatnonzero(slices.brain_area >= MIN_BRAIN_FRACTION * slices.brain_area.max())
         keep = keep[::max(1, slice_step)]

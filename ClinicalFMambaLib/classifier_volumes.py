@@ -126,6 +126,7 @@ class VolumeSlices:
     brain_area: np.ndarray      # (Z,) brain pixels per slice
     box: tuple[int, int, int, int]  # y0, y1, x0, x1 of the square crop (may exceed the slice)
     orientation: Orientation
+    slice_spacing: float = 1.0  # mm between axial slices
 
 
 def crop_box(oriented: np.ndarray, box: tuple[int, int, int, int]) -> np.ndarray:
@@ -146,12 +147,26 @@ def resize_slices(slices: np.ndarray, size: int) -> np.ndarray:
                            for i in range(0, len(slices), 64)])
 
 
+def slice_spacing(orientation: Orientation, spacing: Sequence[float] | None) -> float:
+    """mm between axial slices, from the (i, j, k) voxel spacing (SimpleITK's or Slicer's
+    ``GetSpacing()``); ``None``: 1 mm, the BraTS convention taken with ``direction=None``."""
+    if spacing is None:
+        return 1.0
+    values = [float(v) for v in spacing]
+    if len(values) != 3 or not all(math.isfinite(v) and v > 0 for v in values):
+        raise ValueError(f"spacing must be three positive numbers, got {spacing!r}")
+    # Array axis a holds index axis 2 - a; the axial axis is array axis orientation.axes[0].
+    return values[2 - orientation.axes[0]]
+
+
 def prepare_volume_sizes(volume: np.ndarray, sizes: Sequence[int], direction=None,
-                         space: str = "LPS") -> list[VolumeSlices]:
+                         space: str = "LPS", spacing: Sequence[float] | None = None
+                         ) -> list[VolumeSlices]:
     """``prepare_volume`` at each of ``sizes``; orienting, masking, windowing and cropping
     are done once."""
     array = check_volume(volume)
     orientation = orientation_from_direction(direction, space)
+    between = slice_spacing(orientation, spacing)
     oriented = orientation.apply(array).astype(np.float32)
     mask = brain_mask(oriented)
     windowed = window(oriented, mask)
@@ -165,14 +180,14 @@ def prepare_volume_sizes(volume: np.ndarray, sizes: Sequence[int], direction=Non
     box = (y0, y0 + side, x0, x0 + side)
     crops = crop_box(windowed * mask, box)
     area = mask.sum(axis=(1, 2)).astype(np.int64)
-    return [VolumeSlices(resize_slices(crops, size), mask, area, box, orientation)
+    return [VolumeSlices(resize_slices(crops, size), mask, area, box, orientation, between)
             for size in sizes]
 
 
-def prepare_volume(volume: np.ndarray, size: int, direction=None,
-                   space: str = "LPS") -> VolumeSlices:
+def prepare_volume(volume: np.ndarray, size: int, direction=None, space: str = "LPS",
+                   spacing: Sequence[float] | None = None) -> VolumeSlices:
     """Orient, mask, window (over the brain) and crop every axial slice of ``volume``."""
-    return prepare_volume_sizes(volume, [size], direction, space)[0]
+    return prepare_volume_sizes(volume, [size], direction, space, spacing)[0]
 
 
 def slices_to_volume(maps: torch.Tensor, slices: VolumeSlices) -> np.ndarray:
@@ -191,8 +206,10 @@ def slices_to_volume(maps: torch.Tensor, slices: VolumeSlices) -> np.ndarray:
     return slices.orientation.invert(out)
 
 
-def read_volume(path: str | Path) -> tuple[np.ndarray, tuple[float, ...]]:
-    """(z, y, x) array and LPS direction of a NIfTI/NRRD/MHA file (via SimpleITK)."""
+def read_volume(path: str | Path
+                ) -> tuple[np.ndarray, tuple[float, ...], tuple[float, ...]]:
+    """(z, y, x) array, LPS direction and (i, j, k) spacing of a NIfTI/NRRD/MHA file (via
+    SimpleITK)."""
     import SimpleITK as sitk
 
     path = Path(path)
@@ -204,4 +221,4 @@ def read_volume(path: str | Path) -> tuple[np.ndarray, tuple[float, ...]]:
         raise ValueError(f"{path} is not a readable volume: {error}") from error
     if image.GetDimension() != 3 or image.GetNumberOfComponentsPerPixel() != 1:
         raise ValueError(f"{path} must be a 3D scalar volume")
-    return sitk.GetArrayFromImage(image), image.GetDirection()
+    return sitk.GetArrayFromImage(image), image.GetDirection(), image.GetSpacing()

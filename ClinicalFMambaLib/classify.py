@@ -298,14 +298,16 @@ def classify_volume(model: Classifier, volume: np.ndarray, batch_size: int = 16,
                     progress: Callable[[int, int], None] | None = None,
                     cancel: Callable[[], bool] | None = None, direction=None,
                     space: str = "LPS", heatmap: bool = True,
-                    class_index: int | None = None) -> VolumeResult:
+                    class_index: int | None = None,
+                    spacing: Sequence[float] | None = None) -> VolumeResult:
     """Classify every axial slice of ``volume`` (a (z, y, x) = (k, j, i) array) in batches.
 
     Orientation: with ``direction=None`` the array is taken as axial slices whose rows run
     anterior -> posterior and columns patient right -> left, which is how SimpleITK returns
     BraTS-convention NIfTI files (identity direction). Otherwise pass the 3x3 direction
     matrix of the i, j, k axes: SimpleITK's ``GetDirection()`` (LPS), or Slicer's
-    ``GetIJKToRASDirections`` with ``space="RAS"``. Slices are then permuted/flipped to
+    ``GetIJKToRASDirections`` with ``space="RAS"``; ``spacing`` is the (i, j, k) voxel spacing
+    (``GetSpacing()``; ``None``: 1 mm). Slices are then permuted/flipped to
     that radiological view (anterior up, patient right on the left), as in the training
     JPEGs; the intensity window is taken over the whole brain and each slice is cropped to
     the brain's in-plane bounding box.
@@ -322,7 +324,7 @@ def classify_volume(model: Classifier, volume: np.ndarray, batch_size: int = 16,
     """
     with_evidence = model.evidence is not None and model.no_tumour_index is not None
     sizes = [model.input_size] + ([model.evidence.input_size] if with_evidence else [])
-    slices, *evidence_slices = prepare_volume_sizes(volume, sizes, direction, space)
+    slices, *evidence_slices = prepare_volume_sizes(volume, sizes, direction, space, spacing)
     total = len(slices.images)
     probs, features, summaries = [], [], []
     for start in range(0, total, max(1, batch_size)):

@@ -136,8 +136,9 @@ def classification_record(model, path: Path, heatmap_dir: Path | None = None,
     from .classifier_volumes import read_volume
 
     if is_volume_file(path):
-        volume, direction = read_volume(path)
-        result = api.classify_volume(model, volume, batch_size=batch_size, direction=direction)
+        volume, direction, spacing = read_volume(path)
+        result = api.classify_volume(model, volume, batch_size=batch_size, direction=direction,
+                                     spacing=spacing)
         record = {"input": str(path), "kind": "volume", **api.result_record(result, slices)}
         if heatmap_dir and result.heatmap is not None:
             record["heatmap"] = str(api.save_heatmap_volume(

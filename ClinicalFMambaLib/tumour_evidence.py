@@ -5,7 +5,9 @@ The evidence network (``tumour_seg_model``) was trained on labelled skull-stripp
 volumes of every contrast and on fused pairs. A slice's probability is a logistic function of
 two classical cues computed on the input slice: the left-right asymmetry of its brightest
 voxels (``tumour_slices.asymmetry_scores``) and the share of one-sided bright pixels
-(``tumour_pseudo_labels.one_sided_share``), with weights fitted on leave-one-case-out
+(``tumour_pseudo_labels.one_sided_share``), each smoothed along the slice axis (a Gaussian
+of ``slice_smoothing_mm``, stored with the weights: a tumour spans several millimetres of
+slices, noise in one slice's cues does not), with weights fitted on leave-one-case-out
 slices and stored with the network. The network's own slice score is reported and not used:
 joined with the cues it lowered the slice AUC of a calibration fitted without the held-out
 case (docs/classifier.md); the network gives the heatmap. The
@@ -18,9 +20,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import torch
+from scipy.ndimage import gaussian_filter1d
 
 from .classifier_volumes import (MIN_BRAIN_FRACTION, VolumeSlices, prepare_volume,
                                  slices_to_volume)
@@ -51,9 +55,13 @@ class TumourEvidence:
     def input_size(self) -> int:
         return int(self.config["input_size"])
 
-    def calibrate(self, asymmetry: np.ndarray, one_sided: np.ndarray) -> np.ndarray:
-        """Slice cues -> calibrated tumour probabilities."""
-        return calibrated(slice_features(asymmetry, one_sided), self.config["calibration"])
+    def calibrate(self, asymmetry: np.ndarray, one_sided: np.ndarray,
+                  slice_spacing: float) -> np.ndarray:
+        """Slice cues of consecutive slices ``slice_spacing`` mm apart -> calibrated tumour
+        probabilities."""
+        sigma = float(self.config["slice_smoothing_mm"]) / slice_spacing
+        return calibrated(slice_features(asymmetry, one_sided, sigma),
+                          self.config["calibration"])
 
 
 def calibrated(features: np.ndarray, calibration) -> np.ndarray:
@@ -62,12 +70,14 @@ def calibrated(features: np.ndarray, calibration) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-(features @ weights[:-1] + weights[-1])))
 
 
-def slice_features(asymmetry: np.ndarray, one_sided: np.ndarray) -> np.ndarray:
+def slice_features(asymmetry: np.ndarray, one_sided: np.ndarray, sigma: float = 0.0
+                   ) -> np.ndarray:
     """(Z, 2) features of the calibration: the logs of the asymmetry and of the one-sided
     share (both shares of the largest slice's brain area; the offset keeps the log of an empty
-    slice finite)."""
-    return np.log(np.stack([np.asarray(asymmetry, np.float64),
+    slice finite), smoothed along the slices by a Gaussian of ``sigma`` slices."""
+    logs = np.log(np.stack([np.asarray(asymmetry, np.float64),
                             np.asarray(one_sided, np.float64)], 1) + ASYMMETRY_OFFSET)
+    return gaussian_filter1d(logs, sigma, axis=0, mode="nearest") if sigma > 0 else logs
 
 
 @dataclass(frozen=True)
@@ -79,6 +89,7 @@ class SliceEvidence:
     heatmap: np.ndarray         # input's shape, per-voxel tumour probability, 0 outside brain
     brain_area: np.ndarray      # (Z,)
     eligible: np.ndarray        # (Z,) slices that take part in the volume verdict
+    slice_spacing: float        # mm between the slices
 
 
 _LOADED: dict[tuple, TumourEvidence] = {}
@@ -120,15 +131,18 @@ def slice_evidence(evidence: TumourEvidence, slices: VolumeSlices, batch_size: i
     brain = slices.images > 0
     asymmetry = asymmetry_scores(slices.images, brain)
     one_sided = one_sided_share(slices.images, brain)
-    return SliceEvidence(raw, asymmetry, one_sided, evidence.calibrate(asymmetry, one_sided),
-                         heatmap, area, eligible)
+    return SliceEvidence(raw, asymmetry, one_sided,
+                         evidence.calibrate(asymmetry, one_sided, slices.slice_spacing),
+                         heatmap, area, eligible, slices.slice_spacing)
 
 
 def volume_evidence(evidence: TumourEvidence, volume: np.ndarray, direction=None,
-                    space: str = "LPS") -> SliceEvidence:
-    """``slice_evidence`` of a (z, y, x) volume."""
+                    space: str = "LPS", spacing: Sequence[float] | None = None
+                    ) -> SliceEvidence:
+    """``slice_evidence`` of a (z, y, x) volume (``spacing``: (i, j, k), as in
+    ``classify_volume``)."""
     return slice_evidence(evidence, prepare_volume(volume, evidence.input_size, direction,
-                                                   space))
+                                                   space, spacing))
 
 
 def tumour_verdict(probability: float) -> str:

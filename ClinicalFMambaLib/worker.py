@@ -123,6 +123,7 @@ def run(folder: Path, report: Callable[[float, str], None]) -> dict:
         direction = np.array(image_a.GetDirection()).reshape(3, 3)
         classification = classify_volume(
             classifier, fused.luma, direction=direction, space="LPS",
+            spacing=image_a.GetSpacing(),
             progress=lambda done, total: report(share + (1 - share) * done / total,
                                                 "Classifying"))
         result["classification"] = _classification_record(classification)

@@ -49,7 +49,7 @@ def model():
 @pytest.fixture(scope="module")
 def flair_crop():
     """20 axial slices of TCGA-DU-7294's FLAIR through the tumour, as (z, y, x)."""
-    volume, direction = read_volume(BRAIN3D / "TCGA-DU-7294" / "flair.nii.gz")
+    volume, direction, _ = read_volume(BRAIN3D / "TCGA-DU-7294" / "flair.nii.gz")
     return np.ascontiguousarray(volume[95:115]), direction
 
 

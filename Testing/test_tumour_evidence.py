@@ -17,7 +17,8 @@ from ClinicalFMambaLib.classify import (classify_image, classify_volume, load_cl
 from ClinicalFMambaLib.cli import main
 from ClinicalFMambaLib.cli_classifier import verdict_line
 from ClinicalFMambaLib.scope_guard import MAX_COLOURFULNESS, fit_scope_guard, image_problem
-from ClinicalFMambaLib.classifier_volumes import brain_mask
+from ClinicalFMambaLib.classifier_volumes import (brain_mask, orientation_from_direction,
+                                                  slice_spacing)
 from ClinicalFMambaLib.tumour_evidence import (ASYMMETRY_OFFSET, VOLUME_RANK, TumourEvidence,
                                                volume_tumour_probability)
 from ClinicalFMambaLib.tumour_pseudo_labels import (flair_lesion_mask, mirrored, one_sided_share,
@@ -152,10 +153,10 @@ def test_slice_score_pools_the_most_suspicious_pixels():
 
 
 def test_calibration_joins_the_asymmetry_and_the_one_sided_share():
-    evidence = TumourEvidence(None, {"calibration": [0.5, 1.0, 2.0]})
+    evidence = TumourEvidence(None, {"calibration": [0.5, 1.0, 2.0], "slice_smoothing_mm": 0})
     one_sided = np.array([0.0, 0.001, 0.01, 0.01])
     asymmetry = np.array([0.0, 0.0, 0.0, 0.05])  # no bright voxels at all: still finite
-    p = evidence.calibrate(asymmetry, one_sided)
+    p = evidence.calibrate(asymmetry, one_sided, slice_spacing=1.0)
     assert np.all(np.isfinite(p)) and np.all((p > 0) & (p < 1))
     assert p[0] < p[1] < p[2] < p[3]
     expected = 1 / (1 + np.exp(-(0.5 * np.log(0.05 + ASYMMETRY_OFFSET)
@@ -163,6 +164,35 @@ def test_calibration_joins_the_asymmetry_and_the_one_sided_share():
     assert p[3] == pytest.approx(expected)
     assert not asymmetry_scores(np.zeros((3, 8, 8)), np.zeros((3, 8, 8), bool)).any()
     assert not one_sided_share(np.zeros((3, 8, 8)), np.zeros((3, 8, 8), bool)).any()
+
+
+def test_cues_are_smoothed_over_millimetres_of_slices():
+    evidence = TumourEvidence(None, {"calibration": [1.0, 1.0, 6.0], "slice_smoothing_mm": 2})
+    cues = np.full(41, 1e-4)
+    lone, run = cues.copy(), cues.copy()
+    lone[20] = 0.05                       # one suspicious slice
+    run[14:27] = 0.05                     # 13 mm of them
+    p_lone = evidence.calibrate(lone, lone, slice_spacing=1.0)
+    p_run = evidence.calibrate(run, run, slice_spacing=1.0)
+    assert p_lone[20] < 0.5 * p_run[20]   # one slice's cues are damped, a run's are not
+    unsmoothed = 1 / (1 + np.exp(-(2 * np.log(0.05 + ASYMMETRY_OFFSET) + 6.0)))
+    assert p_run[20] == pytest.approx(unsmoothed, rel=0.01)
+    # The same run sampled every 2 mm is smoothed over the same millimetres, not slices.
+    p_coarse = evidence.calibrate(run[::2], run[::2], slice_spacing=2.0)
+    assert p_coarse[10] == pytest.approx(p_run[20], rel=0.01)
+    # One suspicious slice 2 mm thick is damped less than one 1 mm thick.
+    assert evidence.calibrate(lone, lone, slice_spacing=2.0)[20] > 1.5 * p_lone[20]
+
+
+def test_slice_spacing_is_the_axial_axis_spacing():
+    # Index axis k is axial for the identity direction; a sagittal-first acquisition
+    # (i along S) has its slices i-spacing apart.
+    assert slice_spacing(orientation_from_direction(None), (0.9, 0.9, 5.0)) == 5.0
+    sagittal = (0, 0, 1, 0, 1, 0, 1, 0, 0)
+    assert slice_spacing(orientation_from_direction(sagittal), (3.0, 1.0, 1.0)) == 3.0
+    assert slice_spacing(orientation_from_direction(None), None) == 1.0
+    with pytest.raises(ValueError, match="spacing"):
+        slice_spacing(orientation_from_direction(None), (1.0, 0.0, 1.0))
 
 
 def test_one_sided_share_finds_a_one_sided_bright_spot_only():

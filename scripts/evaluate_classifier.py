@@ -68,8 +68,9 @@ def aggregations(result, no_tumour: int) -> dict:
                                             no_tumour)}
 
 
-def slice_check(model, volume: np.ndarray, direction, seg: np.ndarray, name: str) -> dict:
-    result = classify_volume(model, volume, direction=direction)
+def slice_check(model, volume: np.ndarray, direction, spacing, seg: np.ndarray, name: str
+                ) -> dict:
+    result = classify_volume(model, volume, direction=direction, spacing=spacing)
     no_tumour = model.no_tumour_index
     tumour_prob = 1 - result.slice_probabilities[:, no_tumour]
     has_tumour = (seg > 0).any(axis=(1, 2))
@@ -118,7 +119,7 @@ def slice_check(model, volume: np.ndarray, direction, seg: np.ndarray, name: str
     }
 
 
-def tumour_free_slab(model, volume: np.ndarray, direction, seg: np.ndarray) -> dict:
+def tumour_free_slab(model, volume: np.ndarray, direction, spacing, seg: np.ndarray) -> dict:
     z = np.flatnonzero((seg > 0).any(axis=(1, 2)))
     slabs = {"below": volume[: max(z.min() - 5, 0)], "above": volume[z.max() + 6:]}
     report = {}
@@ -126,7 +127,8 @@ def tumour_free_slab(model, volume: np.ndarray, direction, seg: np.ndarray) -> d
         if slab.shape[0] < 10:
             continue
         try:
-            result = classify_volume(model, slab, direction=direction, heatmap=False)
+            result = classify_volume(model, slab, direction=direction, spacing=spacing,
+                                     heatmap=False)
         except ValueError as error:  # e.g. the slab above the tumour holds no brain
             report[side] = {"slices": int(slab.shape[0]), "skipped": str(error)}
             continue
@@ -167,20 +169,20 @@ def main() -> int:
     print(f"confusion (rows true, cols predicted; {t['classes']}): {t['confusion']}", flush=True)
 
     case = args.data / "brain3d" / "TCGA-DU-7294"
-    seg, _ = read_volume(case / "tumor_seg.nii.gz")
+    seg = read_volume(case / "tumor_seg.nii.gz")[0]
     volumes = {}
     for contrast in CONTRASTS:
         volumes[contrast] = read_volume(case / f"{contrast}.nii.gz")
-    direction = volumes["flair"][1]
+    geometry = volumes["flair"][1:]
     t2, flair = (volumes[c][0].astype(np.float32) for c in ("t2", "flair"))
     brain = (t2 != 0) | (flair != 0)
     volumes["max(t2, flair) stand-in"] = (np.maximum(window(t2, brain), window(flair, brain))
-                                          * brain, direction)
+                                          * brain, *geometry)
     if args.fused is not None:
         volumes[f"fused: {args.fused.name}"] = read_volume(args.fused)
     report["tcga_slices"] = []
-    for name, (volume, vol_direction) in volumes.items():
-        check = slice_check(model, volume, vol_direction, seg, name)
+    for name, (volume, vol_direction, vol_spacing) in volumes.items():
+        check = slice_check(model, volume, vol_direction, vol_spacing, seg, name)
         result = check.pop("_result")
         report["tcga_slices"].append(check)
         print(f"TCGA {name}: slice AUC {check['slice_auc_brain_slices']:.3f} (eligible "
@@ -206,8 +208,10 @@ def main() -> int:
     for name in ("AURORA", "BraTS-GLI-00001-000", "TCGA-DU-7294"):
         entry = {}
         for contrast in CONTRASTS:
-            volume, vol_direction = read_volume(args.data / "brain3d" / name / f"{contrast}.nii.gz")
-            result = classify_volume(model, volume, direction=vol_direction, heatmap=False)
+            volume, vol_direction, vol_spacing = read_volume(
+                args.data / "brain3d" / name / f"{contrast}.nii.gz")
+            result = classify_volume(model, volume, direction=vol_direction,
+                                     spacing=vol_spacing, heatmap=False)
             entry[contrast] = {"prediction": result.prediction,
                                **aggregations(result, model.no_tumour_index)}
         report["aggregation"][name] = entry

@@ -9,10 +9,11 @@ For each brain3d case with a tumour segmentation: a network trained on the other
 cases predicts every contrast and fused pair of it (slice AUC, heatmap share inside the
 tumour, peak distance, volume verdict), next to the FLAIR asymmetry anchors. The
 out-of-fold slices fit the calibration, a logistic function of two classical cues of the input
-slice: its bright-voxel asymmetry and its share of one-sided bright pixels (reliability table
-and ECE reported). Each cue's slice AUC alone, the network's slice score's, and those of
-calibrations fitted without the held-out case, with and without the network's score as a
-third feature, are reported beside it.
+slice: its bright-voxel asymmetry and its share of one-sided bright pixels, each smoothed along
+the slices (``--slice-smoothing-mm``; reliability table and ECE reported). Each cue's slice
+AUC alone, the network's slice score's, and those of calibrations fitted without the held-out
+case, at several smoothings and with the network's score as a third feature, are reported
+beside it.
 Cases without a segmentation (BraTS-GLI-00001-000) train every model with the pseudo mask
 of their FLAIR (``--no-pseudo-labels`` leaves them out); they are also predicted by every
 model, which is then no independent check. The pseudo masks of the labelled cases are
@@ -27,6 +28,7 @@ import multiprocessing
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -39,8 +41,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from ClinicalFMambaLib.classifier_volumes import brain_mask  # noqa: E402
 from ClinicalFMambaLib.classifier_train import roc_auc  # noqa: E402
 from ClinicalFMambaLib.tumour_evidence import (  # noqa: E402
-    ASYMMETRY_OFFSET, NO_TUMOUR_AT, TUMOUR_AT, VOLUME_RANK, TumourEvidence, calibrated,
-    slice_features, tumour_verdict, volume_evidence, volume_tumour_probability)
+    ASYMMETRY_OFFSET, NO_TUMOUR_AT, TUMOUR_AT, VOLUME_RANK, SliceEvidence, TumourEvidence,
+    calibrated, slice_features, tumour_verdict, volume_evidence, volume_tumour_probability)
 from ClinicalFMambaLib.tumour_pseudo_labels import flair_lesion_mask, unknown_ring  # noqa: E402
 from ClinicalFMambaLib.tumour_seg_model import DEFAULT_SEG_ARCH, TumourSegNet  # noqa: E402
 from ClinicalFMambaLib.tumour_seg_train import (SlicePool, case_images, case_slices,  # noqa: E402
@@ -103,61 +105,104 @@ def heatmap_numbers(heat: np.ndarray, tumour: np.ndarray, spacing: tuple[float, 
             "peak_within_10mm": float(np.mean(np.array(distances) <= 10)) if distances else None}
 
 
-def out_of_fold_features(evidence: TumourEvidence, case: Path
-                         ) -> dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """Per image of a labelled case: calibration features (log asymmetry, log one-sided
-    share), the network's slice scores and the labels of its brain slices."""
+SMOOTHING_SWEEP_MM = (0.0, 1.0, 2.0, 3.0, 4.0, 6.0)
+
+
+@dataclass
+class OutOfFold:
+    """A held-out image through its fold's network: the evidence, and the tumour label and
+    brain of each slice."""
+    result: SliceEvidence
+    labels: np.ndarray
+    brain: np.ndarray
+
+    def features(self, smoothing_mm: float) -> np.ndarray:
+        """Calibration features of its brain slices at a smoothing of ``smoothing_mm``."""
+        sigma = smoothing_mm / self.result.slice_spacing
+        return slice_features(self.result.asymmetry, self.result.one_sided, sigma)[self.brain]
+
+
+def out_of_fold_evidence(evidence: TumourEvidence, case: Path) -> dict[str, OutOfFold]:
+    """Every image of a labelled case through ``evidence`` (its fold's network)."""
     tumour = read_array(case / SEGMENTATION_NAME) > 0
-    features = {}
+    found = {}
     for kind, image in case_images(case).items():
-        result = volume_evidence(evidence, sitk.GetArrayFromImage(image), image.GetDirection())
+        result = volume_evidence(evidence, sitk.GetArrayFromImage(image), image.GetDirection(),
+                                 spacing=image.GetSpacing())
         brain = result.brain_area > 0
-        features[kind] = (slice_features(result.asymmetry, result.one_sided)[brain],
-                          result.logits[brain], tumour.any(axis=(1, 2))[brain])
-    return features
+        found[kind] = OutOfFold(result, tumour.any(axis=(1, 2))[brain], brain)
+    return found
 
 
-def feature_ablation(out_of_fold: dict[str, dict[str, tuple[np.ndarray, np.ndarray,
-                                                             np.ndarray]]]) -> dict:
+def nested_fit(out_of_fold: dict[str, dict[str, OutOfFold]], held_out: str,
+               smoothing_mm: float, with_score: bool = False) -> list[float]:
+    """Calibration fitted on the other cases' out-of-fold slices only."""
+    others = [o for name, images in out_of_fold.items() if name != held_out
+              for o in images.values()]
+    features = [o.features(smoothing_mm) for o in others]
+    if with_score:
+        features = [np.column_stack([o.result.logits[o.brain], f])
+                    for o, f in zip(others, features)]
+    return logistic_fit(np.concatenate(features), np.concatenate([o.labels for o in others]))
+
+
+def feature_ablation(out_of_fold: dict[str, dict[str, OutOfFold]], smoothing_mm: float
+                     ) -> dict:
     """Per held-out case and image, the slice AUC of the network's score and of each
-    calibration feature alone, of a nested calibration (fitted on the other cases'
-    out-of-fold slices only; the bundled one also sees the held-out case's), and of a nested
-    calibration that also takes the network's score (the alternative not kept)."""
+    calibration feature alone (at ``smoothing_mm``), of a nested calibration (fitted on the
+    other cases' out-of-fold slices only; the bundled one also sees the held-out case's) at
+    each smoothing of SMOOTHING_SWEEP_MM, and of a nested calibration that also takes the
+    network's score (the alternative not kept)."""
     rows = {}
     for held_out, images in out_of_fold.items():
-        others = [triple for name, other in out_of_fold.items() if name != held_out
-                  for triple in other.values()]
-        labels_other = np.concatenate([l for _, _, l in others])
-        nested = logistic_fit(np.concatenate([f for f, _, _ in others]), labels_other)
-        with_score = logistic_fit(np.concatenate([np.column_stack([n, f])
-                                                  for f, n, _ in others]), labels_other)
-        rows[held_out] = {
-            kind: {"network_score_alone": roc_auc(labels, scores),
-                   "asymmetry_alone": roc_auc(labels, features[:, 0]),
-                   "one_sided_alone": roc_auc(labels, features[:, 1]),
-                   "nested_calibration": roc_auc(labels, calibrated(features, nested)),
-                   "nested_with_network_score": roc_auc(labels, calibrated(
-                       np.column_stack([scores, features]), with_score))}
-            for kind, (features, scores, labels) in images.items()}
+        nested = {mm: nested_fit(out_of_fold, held_out, mm) for mm in SMOOTHING_SWEEP_MM}
+        with_score = nested_fit(out_of_fold, held_out, smoothing_mm, with_score=True)
+        rows[held_out] = {}
+        for kind, o in images.items():
+            features = o.features(smoothing_mm)
+            scores = o.result.logits[o.brain]
+            rows[held_out][kind] = {
+                "network_score_alone": roc_auc(o.labels, scores),
+                "asymmetry_alone": roc_auc(o.labels, features[:, 0]),
+                "one_sided_alone": roc_auc(o.labels, features[:, 1]),
+                "nested_calibration": roc_auc(o.labels, calibrated(features,
+                                                                   nested[smoothing_mm])),
+                "nested_by_smoothing_mm": {
+                    f"{mm:g}": roc_auc(o.labels, calibrated(o.features(mm), nested[mm]))
+                    for mm in SMOOTHING_SWEEP_MM},
+                "nested_with_network_score": roc_auc(o.labels, calibrated(
+                    np.column_stack([scores, features]), with_score))}
     return rows
 
 
-def evaluate_case(evidence: TumourEvidence, case: Path) -> dict:
-    """Every image of a case through ``evidence``, and the anchors on its FLAIR."""
+def case_row(result: SliceEvidence, image: sitk.Image, tumour: np.ndarray | None) -> dict:
+    """Volume verdict and, for a labelled case, slice AUC and heatmap numbers of one image."""
+    probability = volume_tumour_probability(result.probabilities, result.eligible)
+    row = {"volume_probability": probability, "verdict": tumour_verdict(probability)}
+    if tumour is not None:
+        brain = result.brain_area > 0
+        row["slice_auc"] = roc_auc(tumour.any(axis=(1, 2))[brain], result.probabilities[brain])
+        row.update(heatmap_numbers(result.heatmap, tumour, image.GetSpacing()))
+    return row
+
+
+def evaluate_case(evidence: TumourEvidence, case: Path,
+                  out_of_fold: dict[str, OutOfFold] | None = None) -> dict:
+    """Every image of a case through ``evidence``, and the anchors on its FLAIR. With the
+    case's ``out_of_fold`` evidence (same network), its cues are recalibrated instead of the
+    images being run again."""
     labelled = (case / SEGMENTATION_NAME).exists()
     tumour = read_array(case / SEGMENTATION_NAME) > 0 if labelled else None
     rows = {}
     for kind, image in case_images(case).items():
-        array = sitk.GetArrayFromImage(image)
-        result = volume_evidence(evidence, array, image.GetDirection())
-        probability = volume_tumour_probability(result.probabilities, result.eligible)
-        row = {"volume_probability": probability, "verdict": tumour_verdict(probability)}
-        if labelled:
-            has = tumour.any(axis=(1, 2))
-            brain = result.brain_area > 0
-            row["slice_auc"] = roc_auc(has[brain], result.probabilities[brain])
-            row.update(heatmap_numbers(result.heatmap, tumour, image.GetSpacing()))
-        rows[kind] = row
+        if out_of_fold is not None:
+            result = out_of_fold[kind].result
+            result = replace(result, probabilities=evidence.calibrate(
+                result.asymmetry, result.one_sided, result.slice_spacing))
+        else:
+            result = volume_evidence(evidence, sitk.GetArrayFromImage(image),
+                                     image.GetDirection(), spacing=image.GetSpacing())
+        rows[kind] = case_row(result, image, tumour)
     if labelled:
         flair = read_array(case / "flair.nii.gz").astype(np.float32)
         brain = brain_mask(flair)
@@ -224,6 +269,16 @@ def markdown(report: dict) -> str:
                          f"{row['asymmetry_alone']:.3f} | {row['one_sided_alone']:.3f} | "
                          f"{row['nested_calibration']:.3f} | "
                          f"{row['nested_with_network_score']:.3f} |")
+    sweep = list(next(iter(next(iter(report["feature_ablation"].values())).values()))
+                 ["nested_by_smoothing_mm"])
+    lines += ["", "Nested calibration's slice AUC by the smoothing of the cues along the "
+              f"slices (sigma, mm; bundled: {report['slice_smoothing_mm']:g}).", "",
+              "| held-out case | input | " + " | ".join(f"{mm} mm" for mm in sweep) + " |",
+              "| --- | --- | " + " | ".join("---" for _ in sweep) + " |"]
+    for held_out, images in report["feature_ablation"].items():
+        for kind, row in images.items():
+            lines.append(f"| {held_out} | {kind} | " + " | ".join(
+                f"{row['nested_by_smoothing_mm'][mm]:.3f}" for mm in sweep) + " |")
     lines += ["", "| labelled case | pseudo mask Dice | precision | tumour inside mask + ring "
               "| tumour slices | pseudo-mask slices | of which tumour |",
               "| --- | --- | --- | --- | --- | --- | --- |"]
@@ -247,7 +302,8 @@ def markdown(report: dict) -> str:
     w_asymmetry, w_one_sided, bias = report["calibration"]
     lines += ["", "Calibration (logistic, on the out-of-fold slices): p = sigmoid("
               f"{w_asymmetry:.3f} * log(asymmetry + {ASYMMETRY_OFFSET:g}) + {w_one_sided:.3f} "
-              f"* log(one-sided share + {ASYMMETRY_OFFSET:g}) + {bias:.3f}); "
+              f"* log(one-sided share + {ASYMMETRY_OFFSET:g}) + {bias:.3f}), each log "
+              f"smoothed along the slices by a Gaussian of {report['slice_smoothing_mm']:g} mm; "
               f"ECE {report['ece']:.3f}.", "",
               "| predicted | slices | mean predicted | observed tumour rate |",
               "| --- | --- | --- | --- |"]
@@ -270,6 +326,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--synthetic", type=float, default=0.2,
                         help="share of tumour-free training slices given a synthetic lesion")
     parser.add_argument("--seed", type=int, default=0, help="seed of every training run")
+    parser.add_argument("--slice-smoothing-mm", type=float, default=2.0,
+                        help="sigma (mm along the slices) of the Gaussian that smooths the "
+                             "calibration's cues")
     parser.add_argument("--no-pseudo-labels", action="store_true",
                         help="leave out the cases without a segmentation (otherwise every "
                              "model also trains on their FLAIR pseudo masks)")
@@ -283,7 +342,8 @@ def main(argv: list[str] | None = None) -> int:
     for case in labelled:  # the fused inputs are made (and cached) once, before the workers
         case_images(case)
     config = {"model": "TumourSegNet", "arch": DEFAULT_SEG_ARCH, "input_size": args.size,
-              "calibration": [1.0, 0.0, 0.0]}  # fitted below
+              "calibration": [1.0, 0.0, 0.0],  # fitted below
+              "slice_smoothing_mm": args.slice_smoothing_mm}
     unlabelled = [c for c in cases if c not in labelled]
     pseudo = [] if args.no_pseudo_labels else [c.name for c in unlabelled]
     for case in unlabelled:
@@ -307,15 +367,16 @@ def main(argv: list[str] | None = None) -> int:
         torch.save(net.state_dict(), args.report / f"net_{key}.pt")
     final = nets.pop("final")
     fold_nets = nets
-    out_of_fold = {held_out.name: out_of_fold_features(
+    out_of_fold = {held_out.name: out_of_fold_evidence(
         TumourEvidence(fold_nets[held_out.name], config), held_out) for held_out in labelled}
-    triples = [triple for images in out_of_fold.values() for triple in images.values()]
-    features = np.concatenate([f for f, _, _ in triples])
-    labels = np.concatenate([l for _, _, l in triples])
+    every = [o for images in out_of_fold.values() for o in images.values()]
+    features = np.concatenate([o.features(args.slice_smoothing_mm) for o in every])
+    labels = np.concatenate([o.labels for o in every])
     config["calibration"] = logistic_fit(features, labels)
     table, ece = reliability(calibrated(features, config["calibration"]), labels.astype(float))
     print(f"calibration {config['calibration']}, ECE {ece:.3f}", flush=True)
-    folds = {name: {c.name: evaluate_case(TumourEvidence(net, config), c)
+    folds = {name: {c.name: evaluate_case(TumourEvidence(net, config), c,
+                                          out_of_fold.get(c.name))
                     for c in [args.data / "brain3d" / name] + unlabelled}
              for name, net in fold_nets.items()}
     final_rows = {c.name: evaluate_case(TumourEvidence(final, config), c) for c in unlabelled}
@@ -325,7 +386,8 @@ def main(argv: list[str] | None = None) -> int:
                                                    for c in labelled},
               "calibration": config["calibration"],
               "reliability": table, "ece": ece, "leave_one_case_out": folds,
-              "feature_ablation": feature_ablation(out_of_fold),
+              "slice_smoothing_mm": args.slice_smoothing_mm,
+              "feature_ablation": feature_ablation(out_of_fold, args.slice_smoothing_mm),
               "final_model_on_unlabelled_cases": final_rows,
               "rule": {"volume_rank": VOLUME_RANK, "tumour_at": TUMOUR_AT,
                        "no_tumour_at": NO_TUMOUR_AT},
