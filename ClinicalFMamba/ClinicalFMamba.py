@@ -955,8 +955,10 @@ def _verdictText(result: dict | None) -> str:
     if result.get("tumour_probability") is not None and word != "notumor":
         # A volume: the type is the 2D classifier's suggestion, unvalidated on volumes
         # (docs/classifier.md), so the verdict is the calibrated tumour probability.
-        return (f"ClinicalFMamba: tumour ({result['tumour_probability']:.0%}),"
-                f" type suggestion {word} (not validated on volumes)")
+        from ClinicalFMambaLib.cli_classifier import type_suggestion  # no torch
+
+        return (f"ClinicalFMamba: tumour ({result['tumour_probability']:.0%}), "
+                f"{type_suggestion(word)}")
     return f"ClinicalFMamba: {word} ({max(result['probabilities']):.0%})"
 
 

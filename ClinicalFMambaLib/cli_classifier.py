@@ -172,7 +172,12 @@ def volume_verdict(record: dict) -> str:
     prediction = record["prediction"]
     if prediction in ("uncertain", "notumor"):
         return prediction
-    return f"tumour, type suggestion {prediction} (not validated on volumes)"
+    return f"tumour, {type_suggestion(prediction)}"
+
+
+def type_suggestion(prediction: str) -> str:
+    """How a volume's tumour type is worded wherever it is shown (CLI, Slicer module)."""
+    return f"type suggestion {prediction} (not validated on volumes)"
 
 
 def run_classify(args: argparse.Namespace) -> int:
