@@ -33,13 +33,13 @@ ROOT = Path(__file__).resolve().parents[1]
 WEIGHTS = "Resources/weights"
 
 
-def weights_at_commit(commit: str, folder: Path) -> Path:
-    """The 2D weights bundled at ``commit`` and their manifest, written into ``folder``."""
-    for name in ("fusion2d.safetensors", MANIFEST_NAME):
+def weights_at_commit(commit: str, folder: Path, weights: str = "fusion2d.safetensors") -> Path:
+    """The ``weights`` bundled at ``commit`` and their manifest, written into ``folder``."""
+    for name in (weights, MANIFEST_NAME):
         content = subprocess.run(["git", "-C", str(ROOT), "show", f"{commit}:{WEIGHTS}/{name}"],
                                  capture_output=True, check=True).stdout
         (folder / name).write_bytes(content)
-    return folder / "fusion2d.safetensors"
+    return folder / weights
 
 
 def time_pairs(model, pairs) -> float:
