@@ -59,7 +59,8 @@ class TumourEvidence:
                   slice_spacing: float) -> np.ndarray:
         """Slice cues of consecutive slices ``slice_spacing`` mm apart -> calibrated tumour
         probabilities."""
-        sigma = float(self.config["slice_smoothing_mm"]) / slice_spacing
+        # Weights calibrated before the smoothing existed have no entry: unsmoothed.
+        sigma = float(self.config.get("slice_smoothing_mm", 0.0)) / slice_spacing
         return calibrated(slice_features(asymmetry, one_sided, sigma),
                           self.config["calibration"])
 

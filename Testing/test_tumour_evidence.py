@@ -153,7 +153,8 @@ def test_slice_score_pools_the_most_suspicious_pixels():
 
 
 def test_calibration_joins_the_asymmetry_and_the_one_sided_share():
-    evidence = TumourEvidence(None, {"calibration": [0.5, 1.0, 2.0], "slice_smoothing_mm": 0})
+    # Weights calibrated before the smoothing have no slice_smoothing_mm: unsmoothed.
+    evidence = TumourEvidence(None, {"calibration": [0.5, 1.0, 2.0]})
     one_sided = np.array([0.0, 0.001, 0.01, 0.01])
     asymmetry = np.array([0.0, 0.0, 0.0, 0.05])  # no bright voxels at all: still finite
     p = evidence.calibrate(asymmetry, one_sided, slice_spacing=1.0)
