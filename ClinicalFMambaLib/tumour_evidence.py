@@ -24,11 +24,11 @@ from typing import Sequence
 
 import numpy as np
 import torch
-from scipy.ndimage import gaussian_filter1d
+from scipy import ndimage
 
 from .classifier_volumes import (MIN_BRAIN_FRACTION, VolumeSlices, prepare_volume,
                                  slices_to_volume)
-from .tumour_pseudo_labels import one_sided_share
+from .tumour_pseudo_labels import one_sided_pixels, one_sided_share
 from .tumour_seg_model import TumourSegNet, build_seg_model, slice_logits
 from .tumour_slices import asymmetry_scores
 from .weights import bundled, load_network
@@ -39,6 +39,11 @@ VOLUME_RANK = 3
 # the region the network calls tumour, weighted by its probability, not a faint haze over the
 # whole brain (which would hold most of the map's mass).
 HEATMAP_FLOOR = 0.5
+# The heatmap is also weighted by the one-sided bright pixels (the slice cue's), smoothed by
+# a Gaussian of HEATMAP_SPREAD prepared pixels (about 2.5 mm): it shows where the network and
+# the classical cue agree. This leaves out the network's false positives where nothing is
+# one-sided (docs/classifier.md, "Heatmap"), and a lesion symmetric about the midline too.
+HEATMAP_SPREAD = 1.0
 # Volume tumour probability at or above TUMOUR_AT: a tumour; at or below NO_TUMOUR_AT: none;
 # in between the verdict is "uncertain".
 TUMOUR_AT = 0.7
@@ -78,7 +83,7 @@ def slice_features(asymmetry: np.ndarray, one_sided: np.ndarray, sigma: float = 
     slice finite), smoothed along the slices by a Gaussian of ``sigma`` slices."""
     logs = np.log(np.stack([np.asarray(asymmetry, np.float64),
                             np.asarray(one_sided, np.float64)], 1) + ASYMMETRY_OFFSET)
-    return gaussian_filter1d(logs, sigma, axis=0, mode="nearest") if sigma > 0 else logs
+    return ndimage.gaussian_filter1d(logs, sigma, axis=0, mode="nearest") if sigma > 0 else logs
 
 
 @dataclass(frozen=True)
@@ -118,20 +123,24 @@ def slice_evidence(evidence: TumourEvidence, slices: VolumeSlices, batch_size: i
                    ) -> SliceEvidence:
     """Calibrated slice probabilities and the voxel heatmap of a volume prepared at the
     network's ``input_size``."""
+    # On the prepared slices the crop is centred on the brain and zero outside it.
+    brain = slices.images > 0
+    bright = one_sided_pixels(slices.images, brain)
+    agreement = torch.from_numpy(ndimage.gaussian_filter(
+        bright.astype(np.float32), (0, HEATMAP_SPREAD, HEATMAP_SPREAD)))
     logits, maps = [], []
     for start in range(0, len(slices.images), batch_size):
         pixel = pixel_logits(evidence.net, slices.images[start:start + batch_size])
         logits.append(slice_logits(pixel))
         probabilities = torch.sigmoid(pixel[:, 0])
-        maps.append(probabilities * (probabilities >= HEATMAP_FLOOR))
+        maps.append(probabilities * (probabilities >= HEATMAP_FLOOR)
+                    * agreement[start:start + batch_size])
     heatmap = slices_to_volume(torch.cat(maps), slices)
     area = slices.brain_area
     eligible = area >= MIN_BRAIN_FRACTION * area.max()
     raw = torch.cat(logits).numpy()
-    # On the prepared slices the crop is centred on the brain and zero outside it.
-    brain = slices.images > 0
     asymmetry = asymmetry_scores(slices.images, brain)
-    one_sided = one_sided_share(slices.images, brain)
+    one_sided = one_sided_share(bright, brain)
     return SliceEvidence(raw, asymmetry, one_sided,
                          evidence.calibrate(asymmetry, one_sided, slices.slice_spacing),
                          heatmap, area, eligible, slices.slice_spacing)

@@ -46,15 +46,19 @@ def one_sided_bright(volume: np.ndarray, brain: np.ndarray, smooth, mirror_smoot
     return (z > LESION_Z) & (z - other_side > ASYMMETRY_Z) & inner
 
 
-def one_sided_share(images: np.ndarray, brain: np.ndarray) -> np.ndarray:
-    """Slice cue on prepared slices (about 2.5 mm pixels, so in-plane smoothing of 0.5 and
-    1.5 pixels and a 1-pixel edge): per slice, the one-sided bright pixels over the largest
-    slice's brain area. Zero where nothing is one-sided, as on most T1-weighted inputs."""
+def one_sided_pixels(images: np.ndarray, brain: np.ndarray) -> np.ndarray:
+    """``one_sided_bright`` on prepared slices (about 2.5 mm pixels, so in-plane smoothing of
+    0.5 and 1.5 pixels and a 1-pixel edge). None where nothing is one-sided, as on most
+    T1-weighted inputs."""
     if not brain.any():
-        return np.zeros(images.shape[0])
-    bright = one_sided_bright(images, brain, (0, 0.5, 0.5), (0, 1.5, 1.5), 1,
-                              np.ones((1, 3, 3), bool))
-    return bright.sum(axis=(1, 2)) / max(1, int(brain.sum(axis=(1, 2)).max()))
+        return np.zeros(images.shape, bool)
+    return one_sided_bright(images, brain, (0, 0.5, 0.5), (0, 1.5, 1.5), 1,
+                            np.ones((1, 3, 3), bool))
+
+
+def one_sided_share(pixels: np.ndarray, brain: np.ndarray) -> np.ndarray:
+    """Slice cue: per slice, the ``one_sided_pixels`` over the largest slice's brain area."""
+    return pixels.sum(axis=(1, 2)) / max(1, int(brain.sum(axis=(1, 2)).max()))
 
 
 def flair_lesion_mask(flair: np.ndarray, brain: np.ndarray) -> np.ndarray:

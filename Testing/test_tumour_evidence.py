@@ -17,12 +17,12 @@ from ClinicalFMambaLib.classify import (classify_image, classify_volume, load_cl
 from ClinicalFMambaLib.cli import main
 from ClinicalFMambaLib.cli_classifier import verdict_line
 from ClinicalFMambaLib.scope_guard import MAX_COLOURFULNESS, fit_scope_guard, image_problem
-from ClinicalFMambaLib.classifier_volumes import (brain_mask, orientation_from_direction,
-                                                  slice_spacing)
+from ClinicalFMambaLib.classifier_volumes import (VolumeSlices, brain_mask,
+                                                  orientation_from_direction, slice_spacing)
 from ClinicalFMambaLib.tumour_evidence import (ASYMMETRY_OFFSET, VOLUME_RANK, TumourEvidence,
-                                               volume_tumour_probability)
-from ClinicalFMambaLib.tumour_pseudo_labels import (flair_lesion_mask, mirrored, one_sided_share,
-                                                    unknown_ring)
+                                               slice_evidence, volume_tumour_probability)
+from ClinicalFMambaLib.tumour_pseudo_labels import (flair_lesion_mask, mirrored, one_sided_pixels,
+                                                    one_sided_share, unknown_ring)
 from ClinicalFMambaLib.tumour_seg_model import TumourSegNet, slice_logits
 from ClinicalFMambaLib.tumour_seg_train import (SlicePool, augment_labelled, carve_mix,
                                                 seg_loss, train_seg)
@@ -164,7 +164,8 @@ def test_calibration_joins_the_asymmetry_and_the_one_sided_share():
                                  + np.log(0.01 + ASYMMETRY_OFFSET) + 2.0)))
     assert p[3] == pytest.approx(expected)
     assert not asymmetry_scores(np.zeros((3, 8, 8)), np.zeros((3, 8, 8), bool)).any()
-    assert not one_sided_share(np.zeros((3, 8, 8)), np.zeros((3, 8, 8), bool)).any()
+    empty = np.zeros((3, 8, 8), bool)
+    assert not one_sided_share(one_sided_pixels(np.zeros((3, 8, 8)), empty), empty).any()
 
 
 def test_cues_are_smoothed_over_millimetres_of_slices():
@@ -205,8 +206,32 @@ def test_one_sided_share_finds_a_one_sided_bright_spot_only():
     spot = np.broadcast_to((yy - 24) ** 2 + (xx - 14) ** 2 < 5 ** 2, images.shape)
     images[1][spot[1]] = 0.8                                      # one side only
     images[2][(spot | mirrored(spot, brain))[2]] = 0.8            # both sides: not counted
-    share = one_sided_share(images, brain)
+    share = one_sided_share(one_sided_pixels(images, brain), brain)
     assert share[1] > 0.02 and share[0] == share[2] == share[3] == 0
+
+
+def test_heatmap_shows_where_the_network_and_the_one_sided_cue_agree():
+    # A network that calls every pixel tumour: the heatmap still holds only the one-sided
+    # bright spot, not its mirrored twin (slice 2) nor the plain slices.
+    net = TumourSegNet([4, 8]).eval()
+    torch.nn.init.zeros_(net.out.weight)
+    torch.nn.init.constant_(net.out.bias, 6.0)
+    evidence = TumourEvidence(net, {"input_size": 48, "calibration": [1.0, 1.0, 0.0]})
+    rng = np.random.default_rng(0)
+    images = 0.5 + 0.08 * rng.standard_normal((4, 48, 48))
+    yy, xx = np.mgrid[:48, :48]
+    disc = (yy - 24) ** 2 + (xx - 24) ** 2 < 20 ** 2
+    images = np.where(disc, images, 0.0).astype(np.float32)
+    spot = (yy - 24) ** 2 + (xx - 14) ** 2 < 5 ** 2
+    images[1][spot] = 0.8
+    images[2][spot | mirrored(spot[None], disc[None])[0]] = 0.8
+    brain = np.broadcast_to(disc, images.shape).copy()
+    slices = VolumeSlices(images, brain, brain.sum(axis=(1, 2)), (0, 48, 0, 48),
+                          orientation_from_direction(None))
+    heat = slice_evidence(evidence, slices).heatmap
+    assert heat[1][spot].mean() > 0.5
+    assert heat[1].sum() < 2 * heat[1][spot].sum()   # most of the mass on the spot
+    assert heat[0].max() == heat[2].max() == heat[3].max() == 0
 
 
 def test_volume_rule_needs_several_suspicious_slices():
