@@ -269,6 +269,14 @@ def _train_fusion(args: argparse.Namespace) -> int:
         raise ValueError(f"--stem-stride must be 2 or 4, got {args.stem_stride}")
     if args.objective != "metrics" and (args.deficit_weight != 1 or args.metric_weight):
         raise ValueError("--deficit-weight and --metric-weight apply to --objective metrics only")
+    if args.pair_type and args.dim != 2:
+        raise ValueError("--pair-type applies to --dim 2 only")
+    from .harvard_data import PAIR_TYPES
+
+    unknown = sorted(set(args.pair_type) - set(PAIR_TYPES))
+    if unknown:
+        raise ValueError(f"unknown --pair-type {', '.join(unknown)}: the pair types are "
+                         f"{', '.join(PAIR_TYPES)}")
     defaults = TRAIN_DEFAULTS[args.dim]
     settings = TrainSettings(
         data_root=Path(args.data or defaults["data"]),
@@ -280,7 +288,7 @@ def _train_fusion(args: argparse.Namespace) -> int:
         targets=args.targets, target_steps=args.target_steps,
         objective=args.objective, deficit_weight=args.deficit_weight,
         metric_weights=dict(args.metric_weight) or None,
-        init_weights=args.init_weights,
+        init_weights=args.init_weights, pair_types=tuple(args.pair_type),
         command="clinicalfmamba " + shlex.join(args.argv))
     config = DEFAULT_CONFIGS[args.dim]
     if args.axial_only_scan:
@@ -418,6 +426,9 @@ def register(commands) -> None:
                         "--pixel-mlp stage, --emphasis-conditioned stage or --stem-stride) "
                         "instead of at random; 2D metrics objective: their stem stride and "
                         "emphasis conditioning are kept")
+    p.add_argument("--pair-type", action="append", default=[], metavar="TYPE",
+                   help="2D: train and validate on this pair type only (CT-MRI, PET-MRI or "
+                        "SPECT-MRI; repeatable; default: all)")
     p.add_argument("--stem-stride", type=int, default=None, metavar="S",
                    help="stride of the first convolution: 2 (the default configuration) or 4 "
                         "(the network works at a quarter of the resolution; faster; the "

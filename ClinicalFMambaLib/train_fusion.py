@@ -56,6 +56,7 @@ class TrainSettings:
     deficit_weight: float = 1.0  # metrics objective: weight of a shortfall vs a baseline
     metric_weights: dict[str, float] | None = None  # metrics objective: per-metric weights
     init_weights: Path | None = None  # start from these weights (fine-tuning)
+    pair_types: tuple[str, ...] = ()  # 2D: train and validate on these pair types only (all)
     command: str = ""
 
 
@@ -82,7 +83,9 @@ def _target_optimiser(settings: TrainSettings, objective: Callable) -> tuple:
 def _data(settings: TrainSettings, dims: int, objective: Callable):
     """(training dataset, validation list of (group, a, b), description of the split)."""
     if dims == 2:
-        train_pairs, val_pairs = split_by_case(find_pairs(settings.data_root))
+        pairs = [p for p in find_pairs(settings.data_root)
+                 if not settings.pair_types or p.pair_type in settings.pair_types]
+        train_pairs, val_pairs = split_by_case(pairs)
         train_pairs = train_pairs[::settings.train_stride]
         val_pairs = val_pairs[::settings.val_stride]
         val = [(p.pair_type, *load_luma_pair(p)) for p in val_pairs]

@@ -97,6 +97,24 @@ def _spect_subset(tmp_path: Path) -> Path:
 
 
 @needs_data
+def test_training_on_one_pair_type_leaves_the_others_out(tmp_path):
+    from ClinicalFMambaLib.cli import main
+
+    data = _spect_subset(tmp_path)
+    for folder in ("MRI", "CT"):
+        (data / "CT-MRI" / folder).mkdir(parents=True)
+        for name in ("16003.png", "41010.png"):
+            shutil.copy(HARVARD / "CT-MRI" / folder / name, data / "CT-MRI" / folder / name)
+    weights = tmp_path / "w" / "fusion2d.safetensors"
+    assert main(["train-fusion", "--data", str(data), "--output", str(weights), "--workdir",
+                 str(tmp_path / "run"), "--epochs", "1", "--crop", "32", "--batch-size", "2",
+                 "--threads", "1", "--target-weight", "0", "--pair-type", "SPECT-MRI"]) == 0
+    entry = json.loads((weights.parent / "MANIFEST.json").read_text())[weights.name]
+    assert "SPECT-MRI" in entry["validation"] and "CT-MRI" not in entry["validation"]
+    assert "--pair-type SPECT-MRI" in entry["command"]
+
+
+@needs_data
 def test_fine_tuning_on_the_metric_objective_starts_from_the_given_weights(tmp_path, capsys):
     from ClinicalFMambaLib.cli import main
     from ClinicalFMambaLib.fusion import BUNDLED_MODELS
@@ -221,6 +239,8 @@ def test_metric_optima_targets_are_cached_per_starting_weights(tmp_path, capsys)
     (["--pixel-mlp", "-1"], "--pixel-mlp must be 0 or a positive width"),
     (["--emphasis-conditioned"], "--emphasis-conditioned applies to --dim 2 with --objective"),
     (["--stem-stride", "3"], "--stem-stride must be 2 or 4"),
+    (["--pair-type", "XR-MRI"], "unknown --pair-type XR-MRI"),
+    (["--dim", "3", "--pair-type", "CT-MRI"], "--pair-type applies to --dim 2 only"),
 ])
 def test_train_fusion_refuses_options_that_would_be_ignored(tmp_path, capsys, options, message):
     from ClinicalFMambaLib.cli import main
