@@ -307,9 +307,9 @@ def _train_fusion(args: argparse.Namespace) -> int:
 
 def _keep_start(config: "FusionConfig", args: argparse.Namespace) -> "FusionConfig":
     """Fine-tuning on the metric objective keeps the start's stem stride (unless
-    --stem-stride is given) and its emphasis conditioning, so the bundled 2D weights (stride
-    4, conditioned) fine-tune as they are; a start of another configuration is refused by
-    train_fusion._load_start."""
+    --stem-stride is given), its emphasis conditioning and its detail layer, so the bundled 2D
+    weights (stride 4, conditioned, detail gain 1) fine-tune as they are; a start of another
+    configuration is refused by train_fusion._load_start."""
     from .network import FusionConfig
     from .weights import load_weights
 
@@ -318,7 +318,8 @@ def _keep_start(config: "FusionConfig", args: argparse.Namespace) -> "FusionConf
         return config
     if not args.stem_stride:
         config = dataclasses.replace(config, stem_stride=start.stem_stride)
-    return dataclasses.replace(config, emphasis=config.emphasis or start.emphasis)
+    return dataclasses.replace(config, emphasis=config.emphasis or start.emphasis,
+                               detail_gain=start.detail_gain)
 
 
 def register(commands) -> None:

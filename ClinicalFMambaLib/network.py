@@ -47,6 +47,12 @@ class FusionConfig:
     # refine stage's hidden features (FiLM). Trained with the detail metrics' terms of the
     # objective weighted by e (metric_objective.MetricObjective, ``emphasis``).
     emphasis: bool = False
+    # 2D, with the emphasis: the sources' finest detail (at each pixel the larger-magnitude of
+    # their high-pass residuals, Gaussian sigma DETAIL_SIGMA pixels: the Laplacian pyramid's
+    # choice on its finest level) is added to the fused image with gain detail_gain * e. The
+    # network alone does not move its edge metrics with the objective's weights
+    # (docs/results.md, "Emphasis"); the detail layer gives the control its range.
+    detail_gain: float = 0.0
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -59,8 +65,10 @@ class FusionConfig:
 
 
 # The emphasis a conditioned network uses when none is given: the value with the best mean
-# rank on the validation cases (docs/results.md, "Emphasis": 0, 0.25 and 0.5 tie).
+# rank on the validation cases (docs/results.md, "Emphasis": with the bundled detail layer,
+# 0.25 and 0.5 tie; without it, 0, 0.25 and 0.5 did).
 DEFAULT_EMPHASIS = 0.25
+DETAIL_SIGMA = 1.0
 
 # The configurations train-fusion builds by default. The bundled 3D weights are this one;
 # the bundled 2D weights are this one fine-tuned to stem stride 4 with an emphasis
@@ -198,6 +206,8 @@ class FusionNet(nn.Module):
             # Zero output at first: scale 1, shift 0, the unconditioned network's features.
             nn.init.zeros_(self.film[-1].weight)
             nn.init.zeros_(self.film[-1].bias)
+        if cfg.detail_gain and (self.film is None or dims != 2):
+            raise ValueError("detail_gain needs a 2D network with the emphasis conditioning")
         self.pixel = None
         if cfg.pixel_mlp:
             conv, width = _conv(dims), cfg.pixel_mlp
@@ -241,8 +251,8 @@ class FusionNet(nn.Module):
         if any(pad):
             mode = "replicate"
             a, b = F.pad(a, pad, mode=mode), F.pad(b, pad, mode=mode)
-        film = None if self.film is None else self._modulations(
-            self.emphasis if emphasis is None else emphasis, a.shape[0], a)
+        emphasis = self.emphasis if emphasis is None else emphasis
+        film = None if self.film is None else self._modulations(emphasis, a.shape[0], a)
         a1, a2, a3 = self.encoder(a)
         b1, b2, b3 = self.encoder(b)
         fused = self.fusion(self.latent_a(a3), self.latent_b(b3))
@@ -262,7 +272,29 @@ class FusionNet(nn.Module):
             correction = correction + self.pixel(torch.cat([correction, a, b], dim=1))
         prior = torch.logit(torch.maximum(a, b).clamp(1e-3, 1 - 1e-3))
         out = torch.sigmoid(correction + prior)
+        if self.cfg.detail_gain:
+            gain = self.cfg.detail_gain * torch.as_tensor(emphasis, dtype=a.dtype,
+                                                          device=a.device).reshape(-1, 1, 1, 1)
+            out = (out + gain * source_detail(a, b)).clamp(0, 1)
         return out[(..., *[slice(0, s) for s in grid])]
+
+
+def _high_pass(x: torch.Tensor, sigma: float) -> torch.Tensor:
+    """(N, 1, H, W) minus its Gaussian smoothing (reflected edges, radius 4 sigma)."""
+    radius = int(4 * sigma + 0.5)
+    taps = torch.arange(-radius, radius + 1, dtype=x.dtype, device=x.device)
+    kernel = torch.exp(-0.5 * (taps / sigma) ** 2)
+    kernel = kernel / kernel.sum()
+    smooth = F.conv2d(F.pad(x, (radius, radius, 0, 0), mode="reflect"), kernel.view(1, 1, 1, -1))
+    smooth = F.conv2d(F.pad(smooth, (0, 0, radius, radius), mode="reflect"),
+                      kernel.view(1, 1, -1, 1))
+    return x - smooth
+
+
+def source_detail(a: torch.Tensor, b: torch.Tensor, sigma: float = DETAIL_SIGMA) -> torch.Tensor:
+    """At each pixel, the larger-magnitude of the two sources' high-pass residuals."""
+    da, db = _high_pass(a, sigma), _high_pass(b, sigma)
+    return torch.where(da.abs() >= db.abs(), da, db)
 
 
 def parameter_count(model: nn.Module) -> int:

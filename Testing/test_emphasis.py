@@ -45,6 +45,26 @@ def test_a_new_conditioning_starts_as_the_unconditioned_network():
             assert torch.equal(conditioned(a, b, emphasis=emphasis), plain(a, b))
 
 
+def test_detail_layer_adds_the_sources_finest_detail_with_the_emphasis():
+    from scipy.ndimage import gaussian_filter
+
+    torch.manual_seed(0)
+    plain = FusionNet(CONDITIONED).eval()
+    detailed = FusionNet(dataclasses.replace(CONDITIONED, detail_gain=0.8)).eval()
+    detailed.load_state_dict(plain.state_dict())
+    a, b = torch.rand(2, 1, 1, 32, 48).unbind(0)
+    # Reference: the larger-magnitude high-pass of the two, by scipy (mirrored edges).
+    highs = [x[0, 0].numpy() - gaussian_filter(x[0, 0].numpy(), 1.0, mode="mirror")
+             for x in (a, b)]
+    detail = torch.from_numpy(np.where(np.abs(highs[0]) >= np.abs(highs[1]), *highs))
+    with torch.no_grad():
+        assert torch.equal(detailed(a, b, emphasis=0.0), plain(a, b, emphasis=0.0))
+        expected = (plain(a, b, emphasis=0.5)[0, 0] + 0.8 * 0.5 * detail).clamp(0, 1)
+        assert torch.allclose(detailed(a, b, emphasis=0.5)[0, 0], expected, atol=1e-5)
+    with pytest.raises(ValueError, match="detail_gain needs"):
+        FusionNet(dataclasses.replace(DEFAULT_CONFIGS[2], detail_gain=1.0))
+
+
 def test_emphasis_changes_a_trained_conditioning_and_is_checked():
     torch.manual_seed(0)
     net = FusionNet(CONDITIONED).eval()

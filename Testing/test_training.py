@@ -133,6 +133,7 @@ def test_fine_tuning_on_the_metric_objective_starts_from_the_given_weights(tmp_p
     # The start's stem stride and emphasis conditioning are kept without being named.
     assert start_config["stem_stride"] == config["stem_stride"] == 4
     assert start_config["emphasis"] and config["emphasis"]
+    assert start_config["detail_gain"] == config["detail_gain"] == 1.0
     # One small step away from the start, not a fresh random network.
     changes = [(tuned[k] - start[k]).abs().max().item() for k in start]
     assert 0 < max(changes) < 1e-2
@@ -140,7 +141,7 @@ def test_fine_tuning_on_the_metric_objective_starts_from_the_given_weights(tmp_p
     assert entry["objective"] == "metrics" and entry["deficit_weight"] == 2
     assert entry["metric_weights"] == {"MI": 0, "VIF": 2}
     assert entry["init_weights"]["sha256"] == sha256_of(bundled(BUNDLED_MODELS[2]))
-    assert "train-fusion" in entry["init_weights"]["command"]
+    assert "set_detail_gain.py" in entry["init_weights"]["command"]
     # A 3D network's weights cannot seed the 2D one.
     assert main(args[:-1] + [str(bundled(BUNDLED_MODELS[3])), "--workdir",
                              str(tmp_path / "r2")]) == 2
