@@ -28,9 +28,8 @@ import time
 from pathlib import Path
 
 import SimpleITK as sitk
-import torch
 
-from benchmark_fusion2d import weights_at_commit
+from benchmark_fusion2d import side_by_side_arguments, weights_at_commit
 from ClinicalFMambaLib.classifier_volumes import prepare_volume
 from ClinicalFMambaLib.classify import (BUNDLED_NAME, classify_volume, load_classifier,
                                         prepared_probabilities)
@@ -48,13 +47,7 @@ def seconds_of(run) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--reference-commit", default="c8f1318")
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--repeats", type=int, default=5)
-    args = parser.parse_args()
-    if args.repeats < 1 or args.threads < 1:
-        sys.exit("benchmark_classifier: --repeats and --threads must be at least 1")
-    torch.set_num_threads(args.threads)
+    args = side_by_side_arguments(parser, "c8f1318", repeats=5)
     with tempfile.TemporaryDirectory() as folder:
         try:
             reference = weights_at_commit(args.reference_commit, Path(folder), BUNDLED_NAME)

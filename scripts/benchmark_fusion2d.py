@@ -42,6 +42,20 @@ def weights_at_commit(commit: str, folder: Path, weights: str = "fusion2d.safete
     return folder / weights
 
 
+def side_by_side_arguments(parser: argparse.ArgumentParser, reference_commit: str,
+                           repeats: int) -> argparse.Namespace:
+    """Parse a side-by-side benchmark's common options (reference commit, threads, repeats)
+    with ``parser``'s own, check them and set torch's threads."""
+    parser.add_argument("--reference-commit", default=reference_commit)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=repeats)
+    args = parser.parse_args()
+    if args.repeats < 1 or args.threads < 1:
+        sys.exit(f"{parser.prog}: --repeats and --threads must be at least 1")
+    torch.set_num_threads(args.threads)
+    return args
+
+
 def time_pairs(model, pairs) -> float:
     """Seconds to fuse every pair once, divided by the number of pairs."""
     started = time.perf_counter()
@@ -56,13 +70,7 @@ def main() -> None:
     parser.add_argument("--weights", default=None, help="default: the bundled 2D model")
     parser.add_argument("--reference", default=None, help="reference 2D weights file (with "
                         "its MANIFEST.json beside it); default: --reference-commit")
-    parser.add_argument("--reference-commit", default="a51acd5")
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--repeats", type=int, default=10)
-    args = parser.parse_args()
-    if args.repeats < 1 or args.threads < 1:
-        sys.exit("benchmark_fusion2d: --repeats and --threads must be at least 1")
-    torch.set_num_threads(args.threads)
+    args = side_by_side_arguments(parser, "a51acd5", repeats=10)
     with tempfile.TemporaryDirectory() as folder:
         try:
             reference = args.reference or weights_at_commit(args.reference_commit, Path(folder))
