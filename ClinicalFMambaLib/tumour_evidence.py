@@ -65,8 +65,8 @@ class TumourEvidence:
         """Slice cues of consecutive slices ``slice_spacing`` mm apart -> calibrated tumour
         probabilities."""
         # Weights calibrated before the smoothing existed have no entry: unsmoothed.
-        sigma = float(self.config.get("slice_smoothing_mm", 0.0)) / slice_spacing
-        return calibrated(slice_features(asymmetry, one_sided, sigma),
+        smoothing_mm = float(self.config.get("slice_smoothing_mm", 0.0))
+        return calibrated(slice_features(asymmetry, one_sided, smoothing_mm, slice_spacing),
                           self.config["calibration"])
 
 
@@ -76,14 +76,17 @@ def calibrated(features: np.ndarray, calibration) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-(features @ weights[:-1] + weights[-1])))
 
 
-def slice_features(asymmetry: np.ndarray, one_sided: np.ndarray, sigma: float = 0.0
-                   ) -> np.ndarray:
+def slice_features(asymmetry: np.ndarray, one_sided: np.ndarray, smoothing_mm: float = 0.0,
+                   slice_spacing: float = 1.0) -> np.ndarray:
     """(Z, 2) features of the calibration: the logs of the asymmetry and of the one-sided
     share (both shares of the largest slice's brain area; the offset keeps the log of an empty
-    slice finite), smoothed along the slices by a Gaussian of ``sigma`` slices."""
+    slice finite), smoothed along slices ``slice_spacing`` mm apart by a Gaussian of
+    ``smoothing_mm``."""
     logs = np.log(np.stack([np.asarray(asymmetry, np.float64),
                             np.asarray(one_sided, np.float64)], 1) + ASYMMETRY_OFFSET)
-    return ndimage.gaussian_filter1d(logs, sigma, axis=0, mode="nearest") if sigma > 0 else logs
+    if smoothing_mm <= 0:
+        return logs
+    return ndimage.gaussian_filter1d(logs, smoothing_mm / slice_spacing, axis=0, mode="nearest")
 
 
 @dataclass(frozen=True)

@@ -322,3 +322,27 @@ def test_glioma_volume_gets_a_tumour_verdict_and_a_localising_heatmap(model, tcg
     line = verdict_line({"input": "flair.nii.gz", **result_record(result)})
     assert line.startswith("flair.nii.gz: tumour, type suggestion ")
     assert "not validated on volumes" in line and "tumour probability" in line
+
+
+def test_feature_ablation_takes_a_smoothing_outside_its_sweep(monkeypatch):
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "scripts"))
+    from train_tumour_evidence import SMOOTHING_SWEEP_MM, OutOfFold, feature_ablation
+
+    from ClinicalFMambaLib.tumour_evidence import SliceEvidence
+
+    rng = np.random.default_rng(0)
+
+    def held_out_image() -> OutOfFold:
+        labels = np.zeros(40, bool)
+        labels[15:25] = True
+        cues = np.where(labels, 0.02, 0.01) * rng.uniform(0.3, 3.0, 40)  # overlapping
+        result = SliceEvidence(rng.standard_normal(40), cues, cues, cues, np.zeros((40, 4, 4)),
+                               np.ones(40), np.ones(40, bool), 1.0)
+        return OutOfFold(result, labels, np.ones(40, bool))
+
+    out_of_fold = {case: {"flair": held_out_image()} for case in ("one", "two")}
+    assert 2.5 not in SMOOTHING_SWEEP_MM
+    rows = feature_ablation(out_of_fold, 2.5)
+    row = rows["one"]["flair"]
+    assert 0.5 < row["nested_calibration"] <= 1.0
+    assert list(row["nested_by_smoothing_mm"]) == [f"{mm:g}" for mm in SMOOTHING_SWEEP_MM]

@@ -118,8 +118,8 @@ class OutOfFold:
 
     def features(self, smoothing_mm: float) -> np.ndarray:
         """Calibration features of its brain slices at a smoothing of ``smoothing_mm``."""
-        sigma = smoothing_mm / self.result.slice_spacing
-        return slice_features(self.result.asymmetry, self.result.one_sided, sigma)[self.brain]
+        return slice_features(self.result.asymmetry, self.result.one_sided, smoothing_mm,
+                              self.result.slice_spacing)[self.brain]
 
 
 def out_of_fold_evidence(evidence: TumourEvidence, case: Path) -> dict[str, OutOfFold]:
@@ -155,7 +155,8 @@ def feature_ablation(out_of_fold: dict[str, dict[str, OutOfFold]], smoothing_mm:
     network's score (the alternative not kept)."""
     rows = {}
     for held_out, images in out_of_fold.items():
-        nested = {mm: nested_fit(out_of_fold, held_out, mm) for mm in SMOOTHING_SWEEP_MM}
+        nested = {mm: nested_fit(out_of_fold, held_out, mm)
+                  for mm in {*SMOOTHING_SWEEP_MM, smoothing_mm}}
         with_score = nested_fit(out_of_fold, held_out, smoothing_mm, with_score=True)
         rows[held_out] = {}
         for kind, o in images.items():
