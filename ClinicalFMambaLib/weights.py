@@ -38,6 +38,12 @@ def _read_manifest(folder: Path) -> dict:
     return json.loads(manifest.read_text())
 
 
+def manifest_entry(path: str | Path) -> dict | None:
+    """The manifest's entry for a weights file (SHA-256, command, ...), None if unlisted."""
+    path = Path(path)
+    return _read_manifest(path.parent).get(path.name)
+
+
 def save_weights(state_dict: dict[str, torch.Tensor], path: str | Path, config: dict,
                  extra: dict | None = None) -> str:
     """Write ``state_dict`` with its config and register the file's SHA-256 in the manifest.
@@ -64,7 +70,7 @@ def load_weights(path: str | Path, verify: bool = True) -> tuple[dict[str, torch
     if not path.exists():
         raise WeightsError(f"weights file not found: {path}")
     if verify:
-        entry = _read_manifest(path.parent).get(path.name)
+        entry = manifest_entry(path)
         if entry is None:
             raise WeightsError(f"{path.name} is not listed in {path.parent / MANIFEST_NAME}; "
                                "refusing unverified weights (pass verify=False to override)")
@@ -96,8 +102,7 @@ def load_network(path: str | Path, model: str, what: str, build, verify: bool = 
 def provenance(path: str | Path) -> dict:
     """Where verified weights came from: their path, SHA-256 and the manifest's training
     command (recorded with weights fine-tuned from them, so the chain stays reproducible)."""
-    path = Path(path)
-    entry = _read_manifest(path.parent).get(path.name, {})
+    entry = manifest_entry(path) or {}
     return {"path": str(path), "sha256": sha256_of(path), "command": entry.get("command", "")}
 
 

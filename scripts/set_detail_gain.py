@@ -10,13 +10,12 @@ with gain ``detail_gain`` times the emphasis, so no training is needed, only thi
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 from ClinicalFMambaLib.fusion import BUNDLED_MODELS
 from ClinicalFMambaLib.network import FusionConfig, FusionNet
-from ClinicalFMambaLib.weights import (MANIFEST_NAME, WeightsError, bundled, load_weights,
+from ClinicalFMambaLib.weights import (WeightsError, bundled, load_weights, manifest_entry,
                                        save_weights, sha256_of)
 
 
@@ -38,12 +37,11 @@ def main() -> None:
         FusionNet(FusionConfig.from_dict(config)).load_state_dict(state)  # checks both
     except (WeightsError, ValueError) as error:
         sys.exit(f"set_detail_gain: {error}")
-    source = json.loads((args.weights.parent / MANIFEST_NAME).read_text())[args.weights.name]
     save_weights(state, args.output, config, {
         "command": "python scripts/set_detail_gain.py " + " ".join(sys.argv[1:]),
         "detail_gain": args.gain,
         "source": {"path": str(args.weights), "sha256": sha256_of(args.weights),
-                   "manifest_entry": source}})
+                   "manifest_entry": manifest_entry(args.weights)}})
     print(f"wrote {args.output} (detail_gain {args.gain:g})")
 
 
