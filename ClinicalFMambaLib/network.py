@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .losses import _blur, _gaussian
 from .mamba_blocks import AXIAL_ONLY, CrossModalFusionMamba, MambaBlock
 
 
@@ -282,13 +283,7 @@ class FusionNet(nn.Module):
 def _high_pass(x: torch.Tensor, sigma: float) -> torch.Tensor:
     """(N, 1, H, W) minus its Gaussian smoothing (reflected edges, radius 4 sigma)."""
     radius = int(4 * sigma + 0.5)
-    taps = torch.arange(-radius, radius + 1, dtype=x.dtype, device=x.device)
-    kernel = torch.exp(-0.5 * (taps / sigma) ** 2)
-    kernel = kernel / kernel.sum()
-    smooth = F.conv2d(F.pad(x, (radius, radius, 0, 0), mode="reflect"), kernel.view(1, 1, 1, -1))
-    smooth = F.conv2d(F.pad(smooth, (0, 0, radius, radius), mode="reflect"),
-                      kernel.view(1, 1, -1, 1))
-    return x - smooth
+    return x - _blur(F.pad(x, (radius,) * 4, mode="reflect"), _gaussian(2 * radius + 1, sigma))
 
 
 def source_detail(a: torch.Tensor, b: torch.Tensor, sigma: float = DETAIL_SIGMA) -> torch.Tensor:
