@@ -48,12 +48,16 @@ class FusionConfig:
     # refine stage's hidden features (FiLM). Trained with the detail metrics' terms of the
     # objective weighted by e (metric_objective.MetricObjective, ``emphasis``).
     emphasis: bool = False
-    # 2D, with the emphasis: the sources' finest detail (at each pixel the larger-magnitude of
-    # their high-pass residuals, Gaussian sigma DETAIL_SIGMA pixels: the Laplacian pyramid's
-    # choice on its finest level) is added to the fused image with gain detail_gain * e. The
-    # network alone does not move its edge metrics with the objective's weights
-    # (docs/results.md, "Emphasis"); the detail layer gives the control its range.
+    # The sources' finest detail (at each pixel the larger-magnitude of their high-pass
+    # residuals, Gaussian sigma DETAIL_SIGMA pixels: the Laplacian pyramid's choice on its
+    # finest level) is added to the fused image with gain detail_gain, times e with the
+    # emphasis. In 2D the network alone does not move its edge metrics with the objective's
+    # weights (docs/results.md, "Emphasis"); the detail layer gives the control its range.
     detail_gain: float = 0.0
+    # Each source's residual is first soft-thresholded at detail_shrink times its noise scale
+    # (wavelet shrinkage), so edges pass and the sources' noise does not: 3D volumes are noisy
+    # enough for unshrunk detail to bring back the grain (docs/results.md, "3D detail layer").
+    detail_shrink: float = 0.0
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -207,8 +211,9 @@ class FusionNet(nn.Module):
             # Zero output at first: scale 1, shift 0, the unconditioned network's features.
             nn.init.zeros_(self.film[-1].weight)
             nn.init.zeros_(self.film[-1].bias)
-        if cfg.detail_gain and (self.film is None or dims != 2):
-            raise ValueError("detail_gain needs a 2D network with the emphasis conditioning")
+        if cfg.detail_gain < 0 or cfg.detail_shrink < 0:
+            raise ValueError(f"detail_gain and detail_shrink must be at least 0, got "
+                             f"{cfg.detail_gain} and {cfg.detail_shrink}")
         self.pixel = None
         if cfg.pixel_mlp:
             conv, width = _conv(dims), cfg.pixel_mlp
@@ -271,24 +276,53 @@ class FusionNet(nn.Module):
             correction = correction + self.refine[2](self.refine[1](hidden))
         if self.pixel is not None:
             correction = correction + self.pixel(torch.cat([correction, a, b], dim=1))
+        out = self.output(correction, a, b, emphasis)
+        return out[(..., *[slice(0, s) for s in grid])]
+
+    def output(self, correction: torch.Tensor, a: torch.Tensor, b: torch.Tensor,
+               emphasis: float | torch.Tensor | None = None) -> torch.Tensor:
+        """The fused image from the network's logit-space ``correction`` to max(A, B), with
+        the detail layer (``cfg.detail_gain``) where there is one."""
         prior = torch.logit(torch.maximum(a, b).clamp(1e-3, 1 - 1e-3))
         out = torch.sigmoid(correction + prior)
-        if self.cfg.detail_gain:
-            gain = self.cfg.detail_gain * torch.as_tensor(emphasis, dtype=a.dtype,
-                                                          device=a.device).reshape(-1, 1, 1, 1)
-            out = (out + gain * source_detail(a, b)).clamp(0, 1)
-        return out[(..., *[slice(0, s) for s in grid])]
+        if not self.cfg.detail_gain:
+            return out
+        gain = self.cfg.detail_gain
+        if self.film is not None:
+            emphasis = self.emphasis if emphasis is None else emphasis
+            gain = gain * torch.as_tensor(emphasis, dtype=a.dtype, device=a.device).reshape(
+                -1, *[1] * (a.dim() - 1))
+        detail = source_detail(a, b, shrink=self.cfg.detail_shrink)
+        return (out + gain * detail).clamp(0, 1)
 
 
 def _high_pass(x: torch.Tensor, sigma: float) -> torch.Tensor:
-    """(N, 1, H, W) minus its Gaussian smoothing (reflected edges, radius 4 sigma)."""
+    """(N, 1, *grid) minus its Gaussian smoothing (reflected edges, radius 4 sigma)."""
     radius = int(4 * sigma + 0.5)
-    return x - _blur(F.pad(x, (radius,) * 4, mode="reflect"), _gaussian(2 * radius + 1, sigma))
+    padded = F.pad(x, (radius,) * (2 * (x.dim() - 2)), mode="reflect")
+    return x - _blur(padded, _gaussian(2 * radius + 1, sigma))
 
 
-def source_detail(a: torch.Tensor, b: torch.Tensor, sigma: float = DETAIL_SIGMA) -> torch.Tensor:
-    """At each pixel, the larger-magnitude of the two sources' high-pass residuals."""
+def _soft_threshold(detail: torch.Tensor, signal: torch.Tensor, k: float) -> torch.Tensor:
+    """``detail`` shrunk towards 0 by k times its noise scale, per image: the median absolute
+    residual over the pixels with signal, times 1.4826 (the standard deviation of Gaussian
+    noise; Donoho and Johnstone's robust estimate)."""
+    shrunk = []
+    for d, inside in zip(detail, signal):
+        values = d[inside]
+        scale = 1.4826 * values.abs().median() if values.numel() else d.new_zeros(())
+        shrunk.append(torch.sign(d) * (d.abs() - k * scale).clamp(min=0))
+    return torch.stack(shrunk)
+
+
+def source_detail(a: torch.Tensor, b: torch.Tensor, sigma: float = DETAIL_SIGMA,
+                  shrink: float = 0.0) -> torch.Tensor:
+    """At each pixel, the larger-magnitude of the two sources' high-pass residuals, each first
+    soft-thresholded at ``shrink`` times its noise scale (0: as is)."""
     da, db = _high_pass(a, sigma), _high_pass(b, sigma)
+    if shrink:
+        signal = (a > 0) | (b > 0)
+        da, db = _soft_threshold(da, signal, shrink), _soft_threshold(db, signal, shrink)
     return torch.where(da.abs() >= db.abs(), da, db)
 
 

@@ -18,7 +18,7 @@ import torch
 from ClinicalFMambaLib.fuse_files import SAMPLE_DIR
 from ClinicalFMambaLib.fusion import emphasis_of, parse_emphasis, set_emphasis
 from ClinicalFMambaLib.metric_objective import DETAIL_METRICS, MetricObjective
-from ClinicalFMambaLib.network import DEFAULT_CONFIGS, DEFAULT_EMPHASIS, FusionNet
+from ClinicalFMambaLib.network import DEFAULT_CONFIGS, DEFAULT_EMPHASIS, FusionNet, source_detail
 from ClinicalFMambaLib.train_fusion import _load_start
 from ClinicalFMambaLib.weights import save_weights
 
@@ -61,8 +61,30 @@ def test_detail_layer_adds_the_sources_finest_detail_with_the_emphasis():
         assert torch.equal(detailed(a, b, emphasis=0.0), plain(a, b, emphasis=0.0))
         expected = (plain(a, b, emphasis=0.5)[0, 0] + 0.8 * 0.5 * detail).clamp(0, 1)
         assert torch.allclose(detailed(a, b, emphasis=0.5)[0, 0], expected, atol=1e-5)
-    with pytest.raises(ValueError, match="detail_gain needs"):
-        FusionNet(dataclasses.replace(DEFAULT_CONFIGS[2], detail_gain=1.0))
+    with pytest.raises(ValueError, match="at least 0"):
+        FusionNet(dataclasses.replace(CONDITIONED, detail_gain=-1.0))
+
+
+def test_shrunk_detail_layer_passes_edges_and_drops_noise_in_3d():
+    # A 3D network without the emphasis adds the detail with the fixed gain; shrinkage at
+    # 3 noise scales removes a source's noise-level residual but keeps a step edge's.
+    torch.manual_seed(0)
+    config = dataclasses.replace(DEFAULT_CONFIGS[3], widths=(4, 4, 8))
+    plain = FusionNet(config).eval()
+    detailed = FusionNet(dataclasses.replace(config, detail_gain=0.5, detail_shrink=3.0)).eval()
+    detailed.load_state_dict(plain.state_dict())
+    noise = 0.5 + 0.01 * torch.randn(1, 1, 24, 24, 24)
+    edge = noise.clone()
+    edge[..., 12:] += 0.3
+    with torch.no_grad():
+        flat_detail = source_detail(noise, noise, shrink=3.0)
+        edge_detail = source_detail(edge, noise, shrink=3.0)
+        assert (flat_detail != 0).float().mean() < 0.01  # |Gaussian| > 3 sigma: 0.3 %
+        assert edge_detail[..., 11:13].abs().min() > 0.02  # the step is 0.3
+        assert torch.allclose(detailed(edge, noise),
+                              (plain(edge, noise) + 0.5 * edge_detail).clamp(0, 1), atol=1e-6)
+        # Unshrunk, the noise passes.
+        assert (source_detail(noise, noise) != 0).float().mean() > 0.99
 
 
 def test_emphasis_changes_a_trained_conditioning_and_is_checked():

@@ -79,8 +79,7 @@ class Batch:
 def fused_output(model: FusionNet, batch: Batch) -> torch.Tensor:
     """The end of FusionNet.forward (for a network without pixel MLP, unpadded input)."""
     correction = batch.refine_input[:, :1] + model.refine(batch.refine_input)
-    prior = torch.logit(torch.maximum(batch.a, batch.b).clamp(1e-3, 1 - 1e-3))
-    return torch.sigmoid(correction + prior)
+    return model.output(correction, batch.a, batch.b)
 
 
 def loss_terms(model, objective, batch: Batch, noise_weight: float):
