@@ -1,15 +1,16 @@
-"""Score the 3D models against classical fusion on the held-back brain3d case.
+"""Score the 3D models against classical fusion on a brain3d case (the held-back one by default).
 
-    python scripts/fusion_results_3d.py [--weights W]
+    python scripts/fusion_results_3d.py [--weights W] [--case NAME]
                                         [--ablation runs/fusion3d-axial/fusion3d-axial.safetensors]
                                         [--output docs/results_3d.md]
                                         [--figure docs/fusion3d_views.png]
 
-Every contrast pair of the held-back case (brain3d_data.VALIDATION_CASE, whole 240x240x155
-volumes) is fused by the bundled tri-plane 3D model, by the axial-only ablation (weights
-from `clinicalfmamba train-fusion --dim 3 --axial-only-scan ...`, if given), by the bundled 2D
-model slice by slice, and by the mean / max / Laplacian-pyramid baselines. Scored inside the
-brain's bounding box: PSNR, SSIM, MS-SSIM and EN of the whole volume
+Every contrast pair of the held-back case (brain3d_data.VALIDATION_CASE, or ``--case``: a
+training case, to see whether a setting chosen on the held-back case holds elsewhere; whole
+240x240x155 volumes) is fused by the bundled tri-plane 3D model, by the axial-only ablation
+(weights from `clinicalfmamba train-fusion --dim 3 --axial-only-scan ...`, if given), by the
+bundled 2D model slice by slice, and by the mean / max / Laplacian-pyramid baselines. Scored
+inside the brain's bounding box: PSNR, SSIM, MS-SSIM and EN of the whole volume
 (metrics.volume_metrics), and the ten 2D metrics of the 8-bit protocol averaged over
 ``--slices`` axial slices spread through the brain (volume_fusion.volume_fusion_metrics).
 Also: on how many of those ten each model beats each baseline (a tie is no win), and the grain
@@ -84,10 +85,14 @@ def main() -> None:
     parser.add_argument("--output", default="docs/results_3d.md")
     parser.add_argument("--figure", default="docs/fusion3d_views.png",
                         help="axial/coronal/sagittal views of the T2 + FLAIR pair")
+    parser.add_argument("--case", default=VALIDATION_CASE,
+                        help="the brain3d case to score (default: the held-back one)")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    case = Path(args.data) / VALIDATION_CASE
+    case = Path(args.data) / args.case
+    if not case.is_dir():
+        parser.error(f"no brain3d case {case}")
     images = {c: sitk.ReadImage(str(case / f"{c}.nii.gz")) for c in CONTRASTS}
     raw = {c: sitk.GetArrayFromImage(image) for c, image in images.items()}
     unit = normalise_case(raw)
@@ -121,7 +126,7 @@ def main() -> None:
     mean = {m: {c: float(np.mean([r[m][c] for r in results.values()])) for c in COLUMNS}
             for m in methods}
     lines = ["<!-- written by scripts/fusion_results_3d.py; do not edit by hand -->",
-             f"## Mean over the {len(results)} contrast pairs of {VALIDATION_CASE}", "",
+             f"## Mean over the {len(results)} contrast pairs of {args.case}", "",
              *table(mean, baselines), ""]
     for name in models:
         lines.append(f"* {name}: beats the best baseline on **{wins(mean[name], mean, baselines)}"
