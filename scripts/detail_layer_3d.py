@@ -1,11 +1,12 @@
-"""Score settings of the 3D model's detail layer on the held-back brain3d case.
+"""Score settings of the 3D model's detail layer on a brain3d case (the held-back one by default).
 
-    python scripts/detail_layer_3d.py [--weights W] [--setting GAIN,SHRINK ...] [--threads 2]
+    python scripts/detail_layer_3d.py [--weights W] [--setting GAIN,SHRINK ...] [--case NAME]
+        [--threads 2]
 
 The network's weights stay as they are; each setting replaces the detail layer's gain and
 shrinkage (network.FusionConfig.detail_gain, detail_shrink; "0,0" is the network alone). Every
-contrast pair of the held-back case (brain3d_data.VALIDATION_CASE, whole volumes) is fused as
-``fuse_volumes`` fuses it and scored on the ten 2D metrics averaged over 30 axial slices
+contrast pair of the held-back case (brain3d_data.VALIDATION_CASE, or ``--case``; whole
+volumes) is fused as ``fuse_volumes`` fuses it and scored on the ten 2D metrics averaged over 30 axial slices
 (volume_fusion.volume_fusion_metrics, as scripts/fusion_results_3d.py); printed per setting:
 the metrics won against mean / max / Laplacian fusion on each pair (a tie is no win), the
 fewest over the pairs, and the grain in flat regions (flat_noise.py) on each pair.
@@ -50,12 +51,16 @@ def main() -> None:
     parser.add_argument("--weights", type=Path, default=bundled(BUNDLED_MODELS[3]))
     parser.add_argument("--setting", type=parse_setting, action="append", default=None,
                         metavar="GAIN,SHRINK", help=f"repeatable; default {' '.join(DEFAULT_SETTINGS)}")
+    parser.add_argument("--case", default=VALIDATION_CASE,
+                        help="the brain3d case to score (default: the held-back one)")
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     settings = args.setting or [parse_setting(s) for s in DEFAULT_SETTINGS]
+    if not (Path(args.data) / args.case).is_dir():
+        parser.error(f"no brain3d case {Path(args.data) / args.case}")
     torch.set_num_threads(args.threads)
     try:
-        raw = read_case(Path(args.data) / VALIDATION_CASE)
+        raw = read_case(Path(args.data) / args.case)
         model = load_fusion_model(args.weights, dims=3, device="cpu")
     except (FileNotFoundError, RuntimeError, ValueError) as error:
         sys.exit(f"detail_layer_3d: {error}")
