@@ -97,6 +97,19 @@ def test_real_run_on_two_ct_pairs():
     assert f"fewest wins of ClinicalFMamba: {fewest}/10 vs " in done.stdout
 
 
+@pytest.mark.skipif(not (DATA / "harvard").is_dir() or not (DATA / "peers").is_dir(),
+                    reason="Harvard pairs or the published methods' results are absent")
+def test_per_case_ranks_each_held_back_case_on_its_own():
+    done = subprocess.run([sys.executable, str(SCRIPT), "--pair-type", "CT-MRI", "--limit", "2",
+                           "--per-case", "--data", str(DATA / "harvard"),
+                           "--peers", str(DATA / "peers")],
+                          cwd=ROOT, capture_output=True, encoding="utf-8", timeout=120)
+    assert done.returncode == 0, done.stderr
+    # The first two CT-MRI validation pairs (by file name) are slices of case 2.
+    assert "CT-MRI case 2 (2 validation pairs)" in done.stdout
+    assert "CT-MRI (2 validation pairs)" not in done.stdout
+
+
 def test_missing_peers_folder_is_one_line(rank_table, monkeypatch):
     missing = ROOT / "no-such-dir"
     monkeypatch.setattr(sys, "argv", ["rank_table.py", "--peers", str(missing)])

@@ -31,11 +31,11 @@ def emphasis_name(emphasis: float) -> str:
     return f"ClinicalFMamba e={emphasis:g}"
 
 
-def score(pairs, model, more_images=None, emphases=None) -> dict:
+def score(pairs, model, more_images=None, emphases=None, group=None) -> dict:
     """{pair_type: {method: {metric: mean}}}. ``more_images(pair)``, if given, returns other
     methods' fused images of the pair ({method: float [0, 1] image}), scored alike.
     ``emphases``: the model fuses at each of these values instead of its default, as methods
-    ``emphasis_name(e)``."""
+    ``emphasis_name(e)``. ``group(pair)``: the key to average under instead of the pair type."""
     rows = defaultdict(lambda: defaultdict(list))
     for pair in tqdm(pairs, desc="scoring", unit="pair"):
         a, b = load_luma_pair(pair)
@@ -45,7 +45,7 @@ def score(pairs, model, more_images=None, emphases=None) -> dict:
         fused.update(more_images(pair) if more_images else {})
         for method, image in fused.items():
             paper = paper_metrics(a, b, image)
-            rows[pair.pair_type][method].append({
+            rows[group(pair) if group else pair.pair_type][method].append({
                 **fusion_metrics(a, b, image),
                 "paper SSIM": paper["SSIM"], "paper PSNR": paper["PSNR"]})
     return {t: {m: {k: float(np.mean([r[k] for r in records])) for k in records[0]}

@@ -1,7 +1,7 @@
 """Rank the bundled 2D model among the classical baselines and published fusion methods.
 
     python scripts/rank_table.py [--markdown] [--threads 1] [--pair-type CT-MRI] [--limit N]
-        [--weights PATH] [--emphasis E ...]
+        [--weights PATH] [--emphasis E ...] [--per-case]
 
 Every validation pair (whole held-back Harvard cases, harvard_data.VALIDATION_CASES) is fused
 by the model and the mean / max / Laplacian-pyramid baselines and scored, with the published
@@ -14,7 +14,10 @@ ranks) and the number of metrics on which ClinicalFMamba is strictly better than
 (metrics.metric_wins: a tie is no win). With ``--emphasis`` (repeatable; a network trained with
 an emphasis) the model is scored at each value, each against the same others, and a last table
 lists ours at every value: its metrics, mean rank and fewest wins per pair type, and the mean
-rank over the pair types (the default emphasis is the value where that is lowest).
+rank over the pair types (the default emphasis is the value where that is lowest). With
+``--per-case`` every held-back case is ranked on its own (held-back cases of other scanners
+and patients are what a result has to carry to; the means over a pair type can hide a case
+that falls short).
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from collections import Counter
 from pathlib import Path
 
 import torch
@@ -115,9 +119,11 @@ def at_emphasis(results: dict, emphasis: float) -> dict:
             for t, methods in results.items()}
 
 
-def emphasis_table(results: dict, emphases: list[float], markdown: bool) -> str:
-    """Ours at every emphasis: per pair type its metrics, mean rank and fewest wins."""
-    header = ["pair type", "emphasis", *METRIC_NAMES, "mean rank", "fewest wins"]
+def emphasis_table(results: dict, emphases: list[float], markdown: bool,
+                   unit: str = "pair type") -> str:
+    """Ours at every emphasis: per pair type (or other ``unit``) its metrics, mean rank and
+    fewest wins."""
+    header = [unit, "emphasis", *METRIC_NAMES, "mean rank", "fewest wins"]
     rows, overall = [], {}
     for emphasis in emphases:
         tables = at_emphasis(results, emphasis)
@@ -138,7 +144,7 @@ def emphasis_table(results: dict, emphases: list[float], markdown: bool) -> str:
         widths = [max(len(r[i]) for r in [header, *rows]) for i in range(len(header))]
         lines = ["  ".join(c.rjust(w) for c, w in zip(row, widths)) for row in [header, *rows]]
     best = min(overall, key=overall.get)
-    lines += ["", "mean rank over the pair types: " + ", ".join(
+    lines += ["", f"mean rank over the {unit}s: " + ", ".join(
         f"e={e:g} {r:.2f}" for e, r in overall.items()) + f"; lowest at e={best:g}"]
     return "\n".join(lines)
 
@@ -155,6 +161,8 @@ def main() -> None:
                         help="only the first N validation pairs of each type (a quick check)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--markdown", action="store_true", help="print Markdown tables")
+    parser.add_argument("--per-case", action="store_true",
+                        help="rank each held-back case on its own instead of each pair type")
     parser.add_argument("--emphasis", action="append", default=None, metavar="E",
                         help="score the model at this emphasis (repeatable; default: the "
                              "network's own)")
@@ -178,19 +186,22 @@ def main() -> None:
             set_emphasis(model, emphasis)
     except (FileNotFoundError, ValueError, WeightsError) as error:
         sys.exit(f"rank_table: {error}")
-    counts = {t: sum(p.pair_type == t for p in pairs) for t in kept}
+    group = (lambda pair: f"{pair.pair_type} case {pair.case}") if args.per_case else (
+        lambda pair: pair.pair_type)
+    counts = Counter(group(p) for p in pairs)
     torch.set_num_threads(args.threads)
     # The tables go into docs/results.md, which is UTF-8, whatever the terminal's locale.
     sys.stdout.reconfigure(encoding="utf-8")
     started = time.time()
     results = score(pairs, model, lambda pair: {m: load_luma(path)
                                                 for m, path in paths[pair.name].items()},
-                    emphases)
+                    emphases, group)
     for emphasis in emphases:
         print(f"## emphasis {emphasis:g}\n")
         print(render(at_emphasis(results, emphasis), counts, args.markdown))
     if emphases:
-        print(emphasis_table(results, emphases, args.markdown))
+        print(emphasis_table(results, emphases, args.markdown,
+                             "held-back case" if args.per_case else "pair type"))
     else:
         print(render(results, counts, args.markdown))
     print(f"scored {len(pairs)} pairs in {time.time() - started:.0f} s", file=sys.stderr)
