@@ -14,6 +14,8 @@ from ClinicalFMambaLib import metrics as M
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
 SCRIPT = ROOT / "scripts" / "rank_table.py"
+needs_data = pytest.mark.skipif(not (DATA / "harvard").is_dir() or not (DATA / "peers").is_dir(),
+                                reason="Harvard pairs or the published methods' results are absent")
 
 
 @pytest.fixture
@@ -74,17 +76,20 @@ def _markdown_rows(text: str) -> dict[str, list[str]]:
     return {cells[0].strip(): [c.strip().strip("*") for c in cells[1:]] for cells in rows}
 
 
-@pytest.mark.skipif(not (DATA / "harvard").is_dir() or not (DATA / "peers").is_dir(),
-                    reason="Harvard pairs or the published methods' results are absent")
-def test_real_run_on_two_ct_pairs():
+def _run_on_two_ct_pairs(*options: str) -> str:
     done = subprocess.run([sys.executable, str(SCRIPT), "--pair-type", "CT-MRI", "--limit", "2",
-                           "--markdown", "--data", str(DATA / "harvard"),
+                           *options, "--data", str(DATA / "harvard"),
                            "--peers", str(DATA / "peers")],
-                          cwd=ROOT, capture_output=True, encoding="utf-8",
-                          timeout=120)
+                          cwd=ROOT, capture_output=True, encoding="utf-8", timeout=120)
     assert done.returncode == 0, done.stderr
-    assert "### CT-MRI (2 validation pairs)" in done.stdout
-    rows = _markdown_rows(done.stdout)
+    return done.stdout
+
+
+@needs_data
+def test_real_run_on_two_ct_pairs():
+    out = _run_on_two_ct_pairs("--markdown")
+    assert "### CT-MRI (2 validation pairs)" in out
+    rows = _markdown_rows(out)
     assert list(rows) == ["ClinicalFMamba", "mean", "max", "laplacian", "EMFusion", "GeSeNet",
                           "IFCNN-MAX", "SDNet", "U2Fusion"]
     ranks = {m: float(cells[10]) for m, cells in rows.items()}
@@ -94,20 +99,15 @@ def test_real_run_on_two_ct_pairs():
     wins = {m: int(cells[11].split("/")[0]) for m, cells in rows.items() if m != "ClinicalFMamba"}
     assert all(0 <= w <= 10 for w in wins.values())
     fewest = min(wins.values())
-    assert f"fewest wins of ClinicalFMamba: {fewest}/10 vs " in done.stdout
+    assert f"fewest wins of ClinicalFMamba: {fewest}/10 vs " in out
 
 
-@pytest.mark.skipif(not (DATA / "harvard").is_dir() or not (DATA / "peers").is_dir(),
-                    reason="Harvard pairs or the published methods' results are absent")
+@needs_data
 def test_per_case_ranks_each_held_back_case_on_its_own():
-    done = subprocess.run([sys.executable, str(SCRIPT), "--pair-type", "CT-MRI", "--limit", "2",
-                           "--per-case", "--data", str(DATA / "harvard"),
-                           "--peers", str(DATA / "peers")],
-                          cwd=ROOT, capture_output=True, encoding="utf-8", timeout=120)
-    assert done.returncode == 0, done.stderr
+    out = _run_on_two_ct_pairs("--per-case")
     # The first two CT-MRI validation pairs (by file name) are slices of case 2.
-    assert "CT-MRI case 2 (2 validation pairs)" in done.stdout
-    assert "CT-MRI (2 validation pairs)" not in done.stdout
+    assert "CT-MRI case 2 (2 validation pairs)" in out
+    assert "CT-MRI (2 validation pairs)" not in out
 
 
 def test_missing_peers_folder_is_one_line(rank_table, monkeypatch):
