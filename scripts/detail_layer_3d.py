@@ -6,10 +6,10 @@
 The network's weights stay as they are; each setting replaces the detail layer's gain and
 shrinkage (network.FusionConfig.detail_gain, detail_shrink; "0,0" is the network alone). Every
 contrast pair of the held-back case (brain3d_data.VALIDATION_CASE, or ``--case``; whole
-volumes) is fused as ``fuse_volumes`` fuses it and scored on the ten 2D metrics averaged over 30 axial slices
-(volume_fusion.volume_fusion_metrics, as scripts/fusion_results_3d.py); printed per setting:
-the metrics won against mean / max / Laplacian fusion on each pair (a tie is no win), the
-fewest over the pairs, and the grain in flat regions (flat_noise.py) on each pair.
+volumes) is fused as ``fuse_volumes`` fuses it and scored on the ten 2D metrics averaged over
+30 axial slices (volume_fusion.volume_fusion_metrics, as scripts/fusion_results_3d.py); printed
+per setting: the metrics won against mean / max / Laplacian fusion on each pair (a tie is no
+win), the fewest over the pairs, and the grain in flat regions (flat_noise.py) on each pair.
 """
 
 from __future__ import annotations
