@@ -5,24 +5,18 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
 from ClinicalFMambaLib import metrics as M
+from peer_results import DATA, ROOT, import_script, needs_data
 
-ROOT = Path(__file__).resolve().parents[1]
-DATA = ROOT.parent / "shared" / "data"
 SCRIPT = ROOT / "scripts" / "rank_table.py"
-needs_data = pytest.mark.skipif(not (DATA / "harvard").is_dir() or not (DATA / "peers").is_dir(),
-                                reason="Harvard pairs or the published methods' results are absent")
 
 
 @pytest.fixture
 def rank_table(monkeypatch):
-    monkeypatch.syspath_prepend(str(ROOT / "scripts"))
-    import rank_table
-    return rank_table
+    return import_script(monkeypatch, "rank_table")
 
 
 TINY = {"ours": {"EN": 5.0, "SD": 1.0, "PSNR": 3.0},
