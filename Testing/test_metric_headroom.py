@@ -37,10 +37,11 @@ def test_a_rule_of_the_grey_levels_carries_to_other_images_and_noise_does_not(he
     assert max(headroom.transferred_shares(list(zip(keys, noise)))) < 0.05
 
 
-def test_peers_refused_with_brain3d_and_a_missing_folder_in_one_line():
+def test_peers_with_brain3d_and_missing_folders_refused_in_one_line():
     for options, message in (
             (["--brain3d", "--peers", str(DATA / "peers")], "--peers has Harvard pairs only"),
-            (["--peers", str(ROOT / "no-such-dir")], "no published methods' results folder")):
+            (["--peers", str(ROOT / "no-such-dir")], "no published methods' results folder"),
+            (["--brain3d", "--data", str(ROOT / "no-such-dir")], "no brain3d case")):
         done = subprocess.run([sys.executable, str(SCRIPT), *options], cwd=ROOT,
                               capture_output=True, encoding="utf-8", timeout=60)
         assert done.returncode == 2

@@ -43,7 +43,8 @@ from ClinicalFMambaLib.brain3d_data import (CONTRAST_PAIRS, VALIDATION_CASE, nor
 from ClinicalFMambaLib.cli_fusion import parse_metric_weight
 from ClinicalFMambaLib.fusion import BUNDLED_MODELS, fuse_normalized, load_fusion_model
 from ClinicalFMambaLib.fusion_targets import optimise_pair_metrics
-from ClinicalFMambaLib.harvard_data import find_pairs, load_luma, load_luma_pair, split_by_case
+from ClinicalFMambaLib.harvard_data import (HarvardPair, find_pairs, load_luma, load_luma_pair,
+                                            split_by_case)
 from ClinicalFMambaLib.metric_objective import MetricObjective
 from ClinicalFMambaLib.metrics import METRIC_NAMES, beats_best_baseline, fusion_metrics, to_gray8
 from ClinicalFMambaLib.volume_fusion import fuse_volumes, measured_slices
@@ -111,7 +112,8 @@ def harvard_images(args: argparse.Namespace):
     return (fused_pair(model, pair, peers.get(pair.name, {})) for pair in pairs)
 
 
-def fused_pair(model, pair, peer_images: dict[str, Path]) -> tuple:
+def fused_pair(model: torch.nn.Module, pair: HarvardPair,
+               peer_images: dict[str, Path]) -> tuple:
     a, b = load_luma_pair(pair)
     fused = {"model": fuse_normalized(model, a, b)}
     fused.update({name: fn(a, b) for name, fn in BASELINES.items()})
@@ -167,6 +169,8 @@ def main() -> None:
         parser.error(f"no published methods' results folder {args.peers}")
     torch.set_num_threads(args.threads)
     args.data = args.data or f"../shared/data/{'brain3d' if args.brain3d else 'harvard'}"
+    if args.brain3d and not (Path(args.data) / VALIDATION_CASE).is_dir():
+        parser.error(f"no brain3d case {Path(args.data) / VALIDATION_CASE}")
     objective = MetricObjective(deficit_weight=args.deficit_weight,
                                 metric_weights=dict(args.metric_weight))
     rows = defaultdict(lambda: defaultdict(list))
