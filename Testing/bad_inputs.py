@@ -23,10 +23,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import SimpleITK as sitk
-
 import torch
 
-from ClinicalFMambaLib.cli import main
+from ClinicalFMambaLib.cli.main import main
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data"
@@ -168,7 +167,7 @@ def signalled(args: list, signum: int, when: str, timeout: float = 180) -> Run:
 SIGNAL_DURING_WRITE = """
 import os, sys, SimpleITK
 from PIL import Image
-from ClinicalFMambaLib.cli import main
+from ClinicalFMambaLib.cli.main import main
 signum = int(sys.argv[1])
 def interrupted(write):
     def wrapper(*args, **kwargs):

@@ -16,6 +16,6 @@ needs_data = pytest.mark.skipif(not (DATA / "harvard").is_dir() or not (DATA / "
 
 
 def import_script(monkeypatch: pytest.MonkeyPatch, name: str) -> ModuleType:
-    """scripts/<name>.py as a module (the scripts import each other by name)."""
-    monkeypatch.syspath_prepend(str(ROOT / "scripts"))
+    """scripts/research/<name>.py as a module (the scripts import each other by name)."""
+    monkeypatch.syspath_prepend(str(ROOT / "scripts" / "research"))
     return importlib.import_module(name)

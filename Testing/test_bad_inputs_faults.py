@@ -13,15 +13,25 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 import torch
-
 from bad_inputs import (  # noqa: F401 (crops: the fixture that pair uses)
-    CT_PAIR, SAMPLE, assert_refused, cli, copy, crops, needs_data, pair, signalled,
-    signalled_during_write, snapshot)
-from ClinicalFMambaLib import fuse_files
-from ClinicalFMambaLib.errors import InvalidResultError
-from ClinicalFMambaLib.fusion import BUNDLED_MODELS, fuse_images, load_fusion_model
-from ClinicalFMambaLib.image_io import read_image
-from ClinicalFMambaLib.weights import MANIFEST_NAME, bundled, load_weights, save_weights
+    CT_PAIR,
+    SAMPLE,
+    assert_refused,
+    cli,
+    copy,
+    crops,
+    needs_data,
+    pair,
+    signalled,
+    signalled_during_write,
+    snapshot,
+)
+
+from ClinicalFMambaLib.core.errors import InvalidResultError
+from ClinicalFMambaLib.fusion import image_files
+from ClinicalFMambaLib.fusion.inference import BUNDLED_MODELS, fuse_images, load_fusion_model
+from ClinicalFMambaLib.io.images import read_image
+from ClinicalFMambaLib.io.weights import MANIFEST_NAME, bundled, load_weights, save_weights
 
 pytestmark = needs_data
 SAMPLE_T2 = SAMPLE / "volume" / "TCGA-DU-7294_t2.nii.gz"
@@ -168,7 +178,7 @@ def test_an_unexpected_error_is_one_line_with_exit_1(tmp_path, monkeypatch):
     def broken(*args):
         raise TypeError("an unexpected fault")
 
-    monkeypatch.setattr(fuse_files, "fuse_images", broken)
+    monkeypatch.setattr(image_files, "fuse_images", broken)
     run = cli("fuse", *CT_PAIR, "-o", tmp_path / "f.png", "--device", "cpu")
     assert_refused(run, 1, "internal error (TypeError: an unexpected fault)",
                    "CLINICALFMAMBA_DEBUG=1")

@@ -10,14 +10,25 @@ import gzip
 import numpy as np
 import pytest
 import SimpleITK as sitk
+from bad_inputs import (  # noqa: F401 (crops: the fixture that pair uses)
+    CT_PAIR,
+    SAMPLE,
+    SPECT_PAIR,
+    assert_refused,
+    cli,
+    cli_process,
+    copy,
+    crops,
+    needs_data,
+    pair,
+    snapshot,
+    write_volume,
+)
 from PIL import Image
 
-from bad_inputs import (  # noqa: F401 (crops: the fixture that pair uses)
-    CT_PAIR, SAMPLE, SPECT_PAIR, assert_refused, cli, cli_process, copy, crops,
-    needs_data, pair, snapshot, write_volume)
-from ClinicalFMambaLib.errors import InputError
-from ClinicalFMambaLib.image_io import check_complete_file
-from ClinicalFMambaLib.volume_files import check_readable_volume, dicom_series, read_volume
+from ClinicalFMambaLib.core.errors import InputError
+from ClinicalFMambaLib.io.files import check_complete_file
+from ClinicalFMambaLib.io.volumes import check_readable_volume, dicom_series, read_volume
 
 pytestmark = needs_data
 

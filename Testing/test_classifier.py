@@ -12,13 +12,15 @@ import numpy as np
 import pytest
 import torch
 
-from ClinicalFMambaLib import classifier_datasets, classify
-from ClinicalFMambaLib.classifier_images import prepare_image, read_image
-from ClinicalFMambaLib.classifier_volumes import brain_mask, read_volume
-from ClinicalFMambaLib.classify import (Cancelled, aggregate_slices, classify_images,
-                                        classify_volume, gradcam, load_classifier)
-from ClinicalFMambaLib.cli import main
-from ClinicalFMambaLib.weights import WeightsError, bundled, load_weights
+from ClinicalFMambaLib.cli.main import main
+from ClinicalFMambaLib.clinical import classifier
+from ClinicalFMambaLib.clinical.classifier import classify_images, gradcam, load_classifier
+from ClinicalFMambaLib.clinical.images import prepare_image, read_image
+from ClinicalFMambaLib.clinical.volume_verdict import aggregate_slices, classify_volume
+from ClinicalFMambaLib.clinical.volumes import brain_mask, read_volume
+from ClinicalFMambaLib.core.errors import Cancelled
+from ClinicalFMambaLib.io.weights import WeightsError, bundled, load_weights
+from ClinicalFMambaLib.training import classifier_datasets
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data"
@@ -189,7 +191,7 @@ def test_train_classifier_on_class_folders(tmp_path, monkeypatch):
                      "--epochs", "1", "--batch-size", "8", "--size", "64", *seeds,
                      "--workdir", str(tmp_path / path.stem)]) == 0
     ensemble_path = tmp_path / "ensemble" / "classifier2d.safetensors"
-    script = [sys.executable, str(ROOT / "scripts" / "ensemble_classifier.py"),
+    script = [sys.executable, str(ROOT / "scripts" / "build" / "ensemble_classifier.py"),
               "--data-dir", str(tmp_path / "data"), "--output", str(ensemble_path)]
     refused = subprocess.run(script + [str(members[0]), str(members[2])],
                              capture_output=True, encoding="utf-8")
@@ -212,12 +214,12 @@ def test_train_classifier_on_class_folders(tmp_path, monkeypatch):
     # already the mean of the image's and its mirror's).
     with torch.no_grad():
         unrectified = [torch.einsum("k,nkhw->nhw", single.net.class_weights()[0],
-                                    classify._forward(single, prepared)[1]) for single in singles]
+                                    classifier.forward_views(single, prepared)[1]) for single in singles]
     expected = torch.nn.functional.interpolate(
         torch.relu((unrectified[0] + unrectified[1]) / 2)[:, None], size=(64, 64),
         mode="bilinear", align_corners=False)[:, 0]
-    _, features, _ = classify._forward(ensemble, prepared)
-    np.testing.assert_allclose(classify._cam(ensemble, features, torch.tensor([0])).numpy(),
+    _, features, _ = classifier.forward_views(ensemble, prepared)
+    np.testing.assert_allclose(classifier.class_activation_maps(ensemble, features, torch.tensor([0])).numpy(),
                                expected.numpy(), atol=1e-5)
 
 

@@ -1,7 +1,7 @@
 """The emphasis control of the 2D network: conditioning (network.py), the objective's detail
 weights (metric_objective.py), starting from trained weights (train_fusion.py), the fuse
 command's --emphasis (real subprocesses) and its JSON report. The two ends of the trained
-networks are measured on the held-back cases in docs/results.md (scripts/rank_table.py)."""
+networks are measured on the held-back cases in docs/results.md (scripts/research/rank_table.py)."""
 
 from __future__ import annotations
 
@@ -15,12 +15,13 @@ import numpy as np
 import pytest
 import torch
 
-from ClinicalFMambaLib.fuse_files import SAMPLE_DIR
-from ClinicalFMambaLib.fusion import emphasis_of, parse_emphasis, set_emphasis
-from ClinicalFMambaLib.metric_objective import DETAIL_METRICS, MetricObjective
-from ClinicalFMambaLib.network import DEFAULT_CONFIGS, DEFAULT_EMPHASIS, FusionNet, source_detail
-from ClinicalFMambaLib.train_fusion import _load_start
-from ClinicalFMambaLib.weights import save_weights
+from ClinicalFMambaLib.evaluation.demo import SAMPLE_DIR
+from ClinicalFMambaLib.evaluation.objective import DETAIL_METRICS, MetricObjective
+from ClinicalFMambaLib.fusion.inference import emphasis_of, parse_emphasis, set_emphasis
+from ClinicalFMambaLib.io.weights import save_weights
+from ClinicalFMambaLib.networks.fusion_net import (DEFAULT_CONFIGS, DEFAULT_EMPHASIS, FusionNet,
+                                                   source_detail)
+from ClinicalFMambaLib.training.fusion_training import _load_start
 
 torch.set_num_threads(1)  # other jobs share the CPU
 ROOT = Path(__file__).resolve().parents[1]

@@ -5,8 +5,8 @@ import pytest
 import torch
 from scipy import ndimage
 
-from ClinicalFMambaLib.flat_noise import (HIGH_PASS_SIGMA, flat_mask, flat_noise, high_pass,
-                                          noise_excess)
+from ClinicalFMambaLib.evaluation.grain import (HIGH_PASS_SIGMA, flat_mask, flat_noise, high_pass,
+                                                noise_excess)
 
 torch.set_num_threads(1)
 

@@ -18,12 +18,12 @@ import SimpleITK as sitk
 import torch
 from PIL import Image
 
-from ClinicalFMambaLib import image_io
-from ClinicalFMambaLib.cli import main
-from ClinicalFMambaLib.cli_classifier import volume_verdict
-from ClinicalFMambaLib.fusion import BUNDLED_MODELS
-from ClinicalFMambaLib.metrics import METRIC_NAMES
-from ClinicalFMambaLib.weights import bundled
+from ClinicalFMambaLib.cli.main import main
+from ClinicalFMambaLib.clinical.wording import volume_verdict
+from ClinicalFMambaLib.evaluation.metrics import METRIC_NAMES
+from ClinicalFMambaLib.fusion.inference import BUNDLED_MODELS
+from ClinicalFMambaLib.io import images as image_io
+from ClinicalFMambaLib.io.weights import bundled
 
 torch.set_num_threads(1)  # other jobs share the CPU; one thread keeps the file fast enough
 
@@ -162,7 +162,7 @@ def test_evaluate_folders_prints_a_mean_row_and_the_baselines(fused_folders):
 
 
 def test_top_level_help_speaks_to_users():
-    from ClinicalFMambaLib.cli import build_parser
+    from ClinicalFMambaLib.cli.main import build_parser
 
     text = build_parser().format_help()
     assert text.splitlines()[0].startswith("usage: clinicalfmamba")
@@ -171,7 +171,7 @@ def test_top_level_help_speaks_to_users():
 
 
 def test_training_flags_have_help_and_defaults():
-    from ClinicalFMambaLib.cli import build_parser
+    from ClinicalFMambaLib.cli.main import build_parser
 
     commands = next(a for a in build_parser()._actions if a.dest == "command").choices
     for name in ("train-fusion", "train-classifier"):

@@ -4,7 +4,7 @@ out-of-memory retry, and that the CPU context keeps full precision."""
 import pytest
 import torch
 
-from ClinicalFMambaLib import gpu_inference as gpu
+from ClinicalFMambaLib.fusion import gpu
 
 GIB = 1 << 30
 

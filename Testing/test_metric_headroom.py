@@ -1,4 +1,4 @@
-"""scripts/metric_headroom.py: the per-pixel (A, B) function fitted on other images, and one
+"""scripts/research/metric_headroom.py: the per-pixel (A, B) function fitted on other images, and one
 real run on two held-back CT-MRI pairs ranked among the baselines and published methods."""
 
 from __future__ import annotations
@@ -8,10 +8,9 @@ import sys
 
 import numpy as np
 import pytest
-
 from peer_results import DATA, ROOT, import_script, needs_data
 
-SCRIPT = ROOT / "scripts" / "metric_headroom.py"
+SCRIPT = ROOT / "scripts" / "research" / "metric_headroom.py"
 
 
 @pytest.fixture

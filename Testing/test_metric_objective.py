@@ -7,11 +7,12 @@ import numpy as np
 import pytest
 import torch
 
-from ClinicalFMambaLib.baselines import BASELINES, laplacian_pyramid_fusion
-from ClinicalFMambaLib.metric_objective import (OBJECTIVE_METRICS, MetricObjective, axial_slices,
-                                                entropy, metric_surrogates, mutual_information)
-from ClinicalFMambaLib.metrics import fusion_metrics
-from ClinicalFMambaLib.network import image_batch
+from ClinicalFMambaLib.evaluation.metrics import fusion_metrics
+from ClinicalFMambaLib.evaluation.objective import (OBJECTIVE_METRICS, MetricObjective,
+                                                    axial_slices, entropy, metric_surrogates,
+                                                    mutual_information)
+from ClinicalFMambaLib.fusion.baselines import BASELINES, laplacian_pyramid_fusion
+from ClinicalFMambaLib.networks.fusion_net import image_batch
 
 torch.set_num_threads(1)
 HARVARD = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "harvard"
@@ -19,7 +20,7 @@ needs_data = pytest.mark.skipif(not HARVARD.exists(), reason="../shared/data/har
 
 
 def _real_pair(index: int = 0):
-    from ClinicalFMambaLib.harvard_data import find_pairs, load_luma_pair
+    from ClinicalFMambaLib.training.harvard_data import find_pairs, load_luma_pair
 
     pairs = [p for p in find_pairs(HARVARD) if p.pair_type == "SPECT-MRI"]
     return load_luma_pair(pairs[index])

@@ -1,4 +1,5 @@
-"""Known-answer tests of ClinicalFMambaLib.metrics and ClinicalFMambaLib.baselines."""
+"""Known-answer tests of the fusion metrics (ClinicalFMambaLib.evaluation) and the baselines
+(ClinicalFMambaLib.fusion.baselines)."""
 
 import math
 from pathlib import Path
@@ -7,8 +8,12 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from ClinicalFMambaLib import baselines as B
-from ClinicalFMambaLib import metrics as M
+from ClinicalFMambaLib.core.intensity import to_gray8
+from ClinicalFMambaLib.evaluation import metrics as M
+from ClinicalFMambaLib.evaluation.ranking import beats_best_baseline
+from ClinicalFMambaLib.evaluation.volume_metrics import (_ssim_and_cs, ms_ssim, ms_ssim_scales,
+                                                         volume_metrics)
+from ClinicalFMambaLib.fusion import baselines as B
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
@@ -26,17 +31,17 @@ def smooth_random(shape, seed: int = 0) -> np.ndarray:
 
     x = ndimage.gaussian_filter(np.random.default_rng(seed).random(shape), 1.0)
     x = (x - x.min()) / (x.max() - x.min())
-    return M.to_gray8(x)
+    return to_gray8(x)
 
 
 # ----------------------------------------------------------------------------- to_gray8
 
 def test_to_gray8_rounds_half_up_and_keeps_uint8():
     x = np.array([[0.0, 0.2, 0.5], [1.0, 0.5 / 255, 1.0 + 1e-9]])
-    np.testing.assert_array_equal(M.to_gray8(x), [[0, 51, 128], [255, 1, 255]])
+    np.testing.assert_array_equal(to_gray8(x), [[0, 51, 128], [255, 1, 255]])
     u = np.arange(256, dtype=np.uint8).reshape(16, 16)
-    assert M.to_gray8(u) is u
-    np.testing.assert_array_equal(M.to_gray8(u.astype(np.int64)), u)
+    assert to_gray8(u) is u
+    np.testing.assert_array_equal(to_gray8(u.astype(np.int64)), u)
 
 
 @pytest.mark.parametrize(
@@ -52,7 +57,7 @@ def test_to_gray8_rounds_half_up_and_keeps_uint8():
 )
 def test_to_gray8_rejects_bad_input(bad):
     with pytest.raises(ValueError):
-        M.to_gray8(bad)
+        to_gray8(bad)
 
 
 # ----------------------------------------------------------------------------- F-only metrics
@@ -222,7 +227,7 @@ def test_beats_best_baseline_needs_every_baseline_beaten():
     ours = {"EN": 5.0, "SD": 50.0, "MI": 3.0}
     baselines = [{"EN": 4.0, "SD": 60.0, "MI": 2.0}, {"EN": 4.5, "SD": 40.0, "MI": 3.0}]
     # SD loses to the first baseline, MI only ties the second: neither counts.
-    assert M.beats_best_baseline(ours, baselines, ("EN", "SD", "MI")) == ["EN"]
+    assert beats_best_baseline(ours, baselines, ("EN", "SD", "MI")) == ["EN"]
 
 
 def test_mean_and_max_fusion_exact():
@@ -317,36 +322,36 @@ def test_metrics_on_a_real_harvard_ct_mri_pair():
 def test_ms_ssim_known_values_and_order():
     rng = np.random.default_rng(3)
     x = ndimage.gaussian_filter(rng.random((96, 96)), 2)
-    assert M.ms_ssim(x, x) == pytest.approx(1.0)
+    assert ms_ssim(x, x) == pytest.approx(1.0)
     noisy = [np.clip(x + s * rng.standard_normal(x.shape), 0, 1) for s in (0.01, 0.05, 0.2)]
-    scores = [M.ms_ssim(x, n) for n in noisy]
+    scores = [ms_ssim(x, n) for n in noisy]
     assert scores[0] > scores[1] > scores[2] > 0
-    assert M.ms_ssim(noisy[1], x) == pytest.approx(scores[1])  # symmetric
+    assert ms_ssim(noisy[1], x) == pytest.approx(scores[1])  # symmetric
     # One scale only (side 40): the plain SSIM with the same window.
     small, small_noisy = x[:40, :40], noisy[1][:40, :40]
-    ssim_value, _ = M._ssim_and_cs(small, small_noisy, 1.0)
-    assert M.ms_ssim(small, small_noisy) == pytest.approx(ssim_value)
+    ssim_value, _ = _ssim_and_cs(small, small_noisy, 1.0)
+    assert ms_ssim(small, small_noisy) == pytest.approx(ssim_value)
     with pytest.raises(ValueError, match="smaller than the SSIM window"):
-        M.ms_ssim(x[:8, :8], x[:8, :8])
+        ms_ssim(x[:8, :8], x[:8, :8])
 
 
 def test_volume_metrics_on_a_real_volume_crop():
     case = DATA / "brain3d" / "TCGA-DU-7294"
     if not case.is_dir():
         pytest.skip(f"real data not found: {case}")
-    from ClinicalFMambaLib.brain3d_data import load_case
+    from ClinicalFMambaLib.training.brain3d_data import load_case
 
     volumes = load_case(case)
     crop = (slice(50, 98), slice(80, 144), slice(80, 144))
     t2, flair = volumes["t2"][crop], volumes["flair"][crop]
-    same = M.volume_metrics(t2, t2, t2)
+    same = volume_metrics(t2, t2, t2)
     assert same["SSIM"] == pytest.approx(1) and same["MS-SSIM"] == pytest.approx(1)
     assert same["PSNR"] == math.inf and 0 < same["EN"] <= 8
-    mean, maximum = M.volume_metrics(t2, flair, (t2 + flair) / 2), M.volume_metrics(
+    mean, maximum = volume_metrics(t2, flair, (t2 + flair) / 2), volume_metrics(
         t2, flair, np.maximum(t2, flair))
     assert mean["PSNR"] > maximum["PSNR"]  # the mean is the volume closest to both sources
     assert 0 < maximum["MS-SSIM"] < 1
     # A volume too thin for a second scale gets no MS-SSIM (it would be SSIM again).
-    assert M.ms_ssim_scales(t2.shape) == 2 and M.ms_ssim_scales((155, 240, 240)) == 3
-    thin = M.volume_metrics(t2[:40], flair[:40], t2[:40])
-    assert M.ms_ssim_scales((40, 64, 64)) == 1 and set(thin) == {"PSNR", "SSIM", "EN"}
+    assert ms_ssim_scales(t2.shape) == 2 and ms_ssim_scales((155, 240, 240)) == 3
+    thin = volume_metrics(t2[:40], flair[:40], t2[:40])
+    assert ms_ssim_scales((40, 64, 64)) == 1 and set(thin) == {"PSNR", "SSIM", "EN"}

@@ -5,8 +5,9 @@ import dataclasses
 import pytest
 import torch
 
-from ClinicalFMambaLib.mamba_blocks import AXIS_ORDERS, flatten_in_orders, unflatten_orders
-from ClinicalFMambaLib.network import DEFAULT_CONFIGS, FusionConfig, FusionNet, parameter_count
+from ClinicalFMambaLib.networks.fusion_net import (DEFAULT_CONFIGS, FusionConfig, FusionNet,
+                                                   parameter_count)
+from ClinicalFMambaLib.networks.mamba_blocks import AXIS_ORDERS, flatten_in_orders, unflatten_orders
 
 torch.set_num_threads(1)
 TINY = FusionConfig(widths=(4, 8, 8), latent_blocks=1, decoder_blocks=1, d_state=2)

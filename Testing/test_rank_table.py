@@ -1,5 +1,5 @@
 """The rank table: mean ranks and wins on made-up tables, and one real run of
-scripts/rank_table.py on two held-back CT-MRI pairs with the published methods' images."""
+scripts/research/rank_table.py on two held-back CT-MRI pairs with the published methods' images."""
 
 from __future__ import annotations
 
@@ -7,11 +7,12 @@ import subprocess
 import sys
 
 import pytest
-
-from ClinicalFMambaLib import metrics as M
 from peer_results import DATA, ROOT, import_script, needs_data
 
-SCRIPT = ROOT / "scripts" / "rank_table.py"
+from ClinicalFMambaLib.evaluation import metrics as M
+from ClinicalFMambaLib.evaluation.ranking import mean_ranks, metric_wins
+
+SCRIPT = ROOT / "scripts" / "research" / "rank_table.py"
 
 
 @pytest.fixture
@@ -26,24 +27,24 @@ COLUMNS = ("EN", "SD", "PSNR")
 
 
 def test_mean_ranks_share_tied_places_and_wins_need_strictly_better():
-    ranks = M.mean_ranks(TINY, COLUMNS)
+    ranks = mean_ranks(TINY, COLUMNS)
     # EN: ours and b tie for first (1.5 each), c 3; SD: c, b, ours; PSNR: ours, c, b.
     assert ranks == pytest.approx({"ours": 5.5 / 3, "b": 6.5 / 3, "c": 2.0})
     assert sum(ranks.values()) == pytest.approx(6.0)  # 1 + 2 + 3 in every column
-    assert M.metric_wins(TINY["ours"], TINY["b"], COLUMNS) == ["PSNR"]  # the EN tie is no win
-    assert M.metric_wins(TINY["ours"], TINY["c"], COLUMNS) == ["EN", "PSNR"]
+    assert metric_wins(TINY["ours"], TINY["b"], COLUMNS) == ["PSNR"]  # the EN tie is no win
+    assert metric_wins(TINY["ours"], TINY["c"], COLUMNS) == ["EN", "PSNR"]
 
 
 def test_lower_is_better_metrics_rank_and_win_the_other_way(monkeypatch):
     monkeypatch.setitem(M.HIGHER_IS_BETTER, "PSNR", False)
-    assert M.mean_ranks(TINY, COLUMNS) == pytest.approx({"ours": 2.5, "b": 1.5, "c": 2.0})
-    assert M.metric_wins(TINY["ours"], TINY["b"], COLUMNS) == []
-    assert M.metric_wins(TINY["ours"], TINY["c"], COLUMNS) == ["EN"]
+    assert mean_ranks(TINY, COLUMNS) == pytest.approx({"ours": 2.5, "b": 1.5, "c": 2.0})
+    assert metric_wins(TINY["ours"], TINY["b"], COLUMNS) == []
+    assert metric_wins(TINY["ours"], TINY["c"], COLUMNS) == ["EN"]
 
 
 def test_nan_is_refused():
     with pytest.raises(ValueError, match="NaN"):
-        M.mean_ranks({"a": {"EN": float("nan")}, "b": {"EN": 1.0}}, ("EN",))
+        mean_ranks({"a": {"EN": float("nan")}, "b": {"EN": 1.0}}, ("EN",))
 
 
 def test_rows_and_summary_of_a_made_up_ten_metric_table(rank_table):

@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_unknown_case_is_one_line(script, tmp_path):
     # Where a script writes a report, it is pointed into tmp_path, which must stay empty.
     report = ["--output", str(tmp_path / "out.md")] if script == "fusion_results_3d.py" else []
-    done = subprocess.run([sys.executable, str(ROOT / "scripts" / script), "--data",
+    done = subprocess.run([sys.executable, str(ROOT / "scripts" / "research" / script), "--data",
                            str(tmp_path), "--case", "no-such-case", *report],
                           cwd=ROOT, capture_output=True, encoding="utf-8", timeout=120)
     assert done.returncode == 2

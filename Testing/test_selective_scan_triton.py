@@ -16,7 +16,7 @@ import torch
 _previous = os.environ.get("TRITON_INTERPRET")
 os.environ["TRITON_INTERPRET"] = "1"
 try:
-    triton_scan = pytest.importorskip("ClinicalFMambaLib.selective_scan_triton")
+    triton_scan = pytest.importorskip("ClinicalFMambaLib.networks.scan.triton_scan")
     if not triton_scan.INTERPRETED:  # defined earlier in this process for the GPU: again
         importlib.reload(triton_scan)
 finally:
@@ -25,7 +25,7 @@ finally:
     else:
         os.environ["TRITON_INTERPRET"] = _previous
 
-from ClinicalFMambaLib import selective_scan as scan  # noqa: E402
+from ClinicalFMambaLib.networks.scan import chunked, dispatch  # noqa: E402
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -130,25 +130,25 @@ def test_half_inputs_keep_a_float32_state(dtype, tol):
 
 def test_every_available_path_can_be_forced_and_agrees(monkeypatch, caplog):
     x = {k: v.float() for k, v in make_inputs(1, 4, 4, 9, 2).items()}
-    monkeypatch.setattr(scan, "_logged_paths", set())
-    with caplog.at_level(logging.INFO, logger=scan.__name__):
-        chunked = scan.selective_scan_fn(**x, delta_softplus=True, scan="chunked")
-        triton = scan.selective_scan_fn(**x, delta_softplus=True, scan="triton")
-        scan.selective_scan_fn(**x, delta_softplus=True, scan="triton")
+    monkeypatch.setattr(dispatch, "_logged_paths", set())
+    with caplog.at_level(logging.INFO, logger=dispatch.__name__):
+        chunked = dispatch.selective_scan_fn(**x, delta_softplus=True, scan="chunked")
+        triton = dispatch.selective_scan_fn(**x, delta_softplus=True, scan="triton")
+        dispatch.selective_scan_fn(**x, delta_softplus=True, scan="triton")
     assert rel(triton, chunked.double()) < 1e-5
     assert sum("cpu: triton" in r.getMessage() for r in caplog.records) == 1  # logged once
-    monkeypatch.setenv(scan.SCAN_ENV, "triton")
-    assert scan.scan_path("cpu") == "triton"
-    monkeypatch.setenv(scan.SCAN_ENV, "auto")
-    assert scan.scan_path("cpu") == "chunked"          # the CPU default
+    monkeypatch.setenv(dispatch.SCAN_ENV, "triton")
+    assert dispatch.scan_path("cpu") == "triton"
+    monkeypatch.setenv(dispatch.SCAN_ENV, "auto")
+    assert dispatch.scan_path("cpu") == "chunked"          # the CPU default
     with pytest.raises(RuntimeError, match="mamba-ssm"):
-        scan.selective_scan_fn(**x, scan="mamba")      # needs CUDA tensors
+        dispatch.selective_scan_fn(**x, scan="mamba")      # needs CUDA tensors
     with pytest.raises(ValueError, match="auto, mamba, triton, chunked"):
-        scan.scan_path("cpu", "fast")
+        dispatch.scan_path("cpu", "fast")
 
 
 def test_triton_on_cpu_without_the_interpreter_is_a_clear_error():
-    code = ("from ClinicalFMambaLib.selective_scan import scan_path\n"
+    code = ("from ClinicalFMambaLib.networks.scan.dispatch import scan_path\n"
             "try:\n    scan_path('cpu', 'triton')\n"
             "except RuntimeError as e:\n    print(e)\n")
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
@@ -164,10 +164,10 @@ def test_automatic_triton_that_fails_falls_back_to_chunked(monkeypatch):
         raise RuntimeError("Failed to find C compiler")
 
     x = {k: v.float() for k, v in make_inputs(1, 4, 4, 9, 2).items()}
-    monkeypatch.setattr(scan, "scan_path", lambda device, requested=None: "triton")
-    monkeypatch.setattr(scan, "_triton_module", triton_scan)
+    monkeypatch.setattr(dispatch, "scan_path", lambda device, requested=None: "triton")
+    monkeypatch.setattr(dispatch, "_triton_module", triton_scan)
     monkeypatch.setattr(triton_scan, "selective_scan_triton", broken)
     with pytest.warns(UserWarning, match="C compiler"):
-        y = scan.selective_scan_fn(**x)
-    assert rel(y, scan.selective_scan_chunked(**x).double()) == 0
-    assert scan._triton() is None
+        y = dispatch.selective_scan_fn(**x)
+    assert rel(y, chunked.selective_scan_chunked(**x).double()) == 0
+    assert dispatch._triton() is None

@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from ClinicalFMambaLib.network import FusionConfig, FusionNet, image_batch
-from ClinicalFMambaLib.sliding_window import (FusionCancelled, default_patch, gaussian_weight,
-                                              patch_count, patch_starts, sliding_window_fuse)
+from ClinicalFMambaLib.fusion.sliding_window import (FusionCancelled, default_patch,
+                                                     gaussian_weight, patch_count, patch_starts,
+                                                     sliding_window_fuse)
+from ClinicalFMambaLib.networks.fusion_net import FusionConfig, FusionNet, image_batch
 
 torch.set_num_threads(1)
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
@@ -64,8 +65,8 @@ def test_mismatched_volumes_are_refused():
 
 @pytest.mark.skipif(not (DATA / "brain3d").exists(), reason="../shared/data/brain3d not present")
 def test_brain3d_patches_and_case_split():
-    from ClinicalFMambaLib.brain3d_data import (VALIDATION_CASE, PatchDataset3D, find_cases,
-                                                split_cases)
+    from ClinicalFMambaLib.training.brain3d_data import (VALIDATION_CASE, PatchDataset3D,
+                                                         find_cases, split_cases)
 
     train, val = split_cases(find_cases(DATA / "brain3d"))
     assert [c.name for c in val] == [VALIDATION_CASE]
@@ -79,10 +80,10 @@ def test_brain3d_patches_and_case_split():
 
 @pytest.mark.skipif(not (DATA / "brain3d").exists(), reason="../shared/data/brain3d not present")
 def test_volume_loss_optimum_is_cached_and_travels_with_its_patch(tmp_path):
-    from ClinicalFMambaLib.brain3d_data import (CONTRAST_PAIRS, PatchDataset3D, brain_box,
-                                                find_cases, load_case)
-    from ClinicalFMambaLib.fusion_targets import cached_volume_target
-    from ClinicalFMambaLib.losses import fusion_loss
+    from ClinicalFMambaLib.training.brain3d_data import (CONTRAST_PAIRS, PatchDataset3D, brain_box,
+                                                         find_cases, load_case)
+    from ClinicalFMambaLib.training.fusion_targets import cached_volume_target
+    from ClinicalFMambaLib.training.losses import fusion_loss
 
     case = find_cases(DATA / "brain3d")[0]
     volumes = load_case(case)

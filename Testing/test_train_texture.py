@@ -1,4 +1,4 @@
-"""scripts/train_fusion3d_texture.py on the real brain3d cases: the cached stages reproduce the
+"""scripts/build/train_fusion3d_texture.py on the real brain3d cases: the cached stages reproduce the
 network, a step changes the refinement alone, and a tiny run completes with its history."""
 
 import importlib.util
@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from ClinicalFMambaLib.brain3d_data import load_case
-from ClinicalFMambaLib.fusion import BUNDLED_MODELS, load_fusion_model
-from ClinicalFMambaLib.metric_objective import MetricObjective
-from ClinicalFMambaLib.weights import bundled
+from ClinicalFMambaLib.evaluation.objective import MetricObjective
+from ClinicalFMambaLib.fusion.inference import BUNDLED_MODELS, load_fusion_model
+from ClinicalFMambaLib.io.weights import bundled
+from ClinicalFMambaLib.training.brain3d_data import load_case
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data" / "brain3d"
@@ -23,7 +23,7 @@ torch.set_num_threads(1)
 
 def script():
     spec = importlib.util.spec_from_file_location(
-        "train_fusion3d_texture", ROOT / "scripts" / "train_fusion3d_texture.py")
+        "train_fusion3d_texture", ROOT / "scripts" / "build" / "train_fusion3d_texture.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -48,7 +48,7 @@ def test_a_step_on_cached_stages_changes_the_refinement_alone():
 
 
 def test_tiny_run_completes_with_its_history(tmp_path):
-    command = [sys.executable, "scripts/train_fusion3d_texture.py", "--data", str(DATA),
+    command = [sys.executable, "scripts/build/train_fusion3d_texture.py", "--data", str(DATA),
                "--init-weights", str(bundled(BUNDLED_MODELS[3])), "--epochs", "1",
                "--patches", "2", "--crop", "32", "--val-crop", "32",
                "--workdir", str(tmp_path / "run"),

@@ -8,9 +8,11 @@ import numpy as np
 import pytest
 import torch
 
-from ClinicalFMambaLib.fusion_targets import optimise_pair, optimise_pair_metrics, target_file
-from ClinicalFMambaLib.losses import fusion_loss, sobel_magnitude, ssim
-from ClinicalFMambaLib.network import image_batch
+from ClinicalFMambaLib.core.filters import sobel_magnitude, ssim
+from ClinicalFMambaLib.networks.fusion_net import image_batch
+from ClinicalFMambaLib.training.fusion_targets import (optimise_pair, optimise_pair_metrics,
+                                                       target_file)
+from ClinicalFMambaLib.training.losses import fusion_loss
 
 torch.set_num_threads(1)
 HARVARD = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "harvard"
@@ -33,8 +35,8 @@ def test_sobel_sees_edges_across_slices_in_3d():
 
 @needs_data
 def test_metric_optimum_improves_the_objective_from_its_start():
-    from ClinicalFMambaLib.harvard_data import find_pairs, load_luma_pair
-    from ClinicalFMambaLib.metric_objective import MetricObjective
+    from ClinicalFMambaLib.evaluation.objective import MetricObjective
+    from ClinicalFMambaLib.training.harvard_data import find_pairs, load_luma_pair
 
     a, b = (x[96:160, 96:160] for x in load_luma_pair(find_pairs(HARVARD)[0]))
     start = np.maximum(a, b)
@@ -49,7 +51,7 @@ def test_metric_optimum_improves_the_objective_from_its_start():
 
 @needs_data
 def test_loss_optimum_beats_max_fusion_under_the_loss():
-    from ClinicalFMambaLib.harvard_data import find_pairs, load_luma_pair
+    from ClinicalFMambaLib.training.harvard_data import find_pairs, load_luma_pair
 
     a, b = (x[96:160, 96:160] for x in load_luma_pair(find_pairs(HARVARD)[0]))
     target = optimise_pair(a, b, steps=15)
@@ -61,8 +63,8 @@ def test_loss_optimum_beats_max_fusion_under_the_loss():
 
 @needs_data
 def test_short_training_run_writes_verified_weights_and_resumes(tmp_path, capsys):
-    from ClinicalFMambaLib.cli import main
-    from ClinicalFMambaLib.weights import load_weights
+    from ClinicalFMambaLib.cli.main import main
+    from ClinicalFMambaLib.io.weights import load_weights
 
     data = tmp_path / "harvard"
     for folder, names in (("MRI", ["16003.png", "16004.png", "41010.png"]),
@@ -98,7 +100,7 @@ def _spect_subset(tmp_path: Path) -> Path:
 
 @needs_data
 def test_training_on_one_pair_type_leaves_the_others_out(tmp_path):
-    from ClinicalFMambaLib.cli import main
+    from ClinicalFMambaLib.cli.main import main
 
     data = _spect_subset(tmp_path)
     for folder in ("MRI", "CT"):
@@ -116,9 +118,9 @@ def test_training_on_one_pair_type_leaves_the_others_out(tmp_path):
 
 @needs_data
 def test_fine_tuning_on_the_metric_objective_starts_from_the_given_weights(tmp_path, capsys):
-    from ClinicalFMambaLib.cli import main
-    from ClinicalFMambaLib.fusion import BUNDLED_MODELS
-    from ClinicalFMambaLib.weights import bundled, load_weights, sha256_of
+    from ClinicalFMambaLib.cli.main import main
+    from ClinicalFMambaLib.fusion.inference import BUNDLED_MODELS
+    from ClinicalFMambaLib.io.weights import bundled, load_weights, sha256_of
 
     data = _spect_subset(tmp_path)
     weights = tmp_path / "w" / "fusion2d.safetensors"
@@ -150,10 +152,11 @@ def test_fine_tuning_on_the_metric_objective_starts_from_the_given_weights(tmp_p
 
 @needs_data
 def test_a_pixel_mlp_added_to_trained_weights_starts_from_their_fusion(tmp_path):
-    from ClinicalFMambaLib.cli import main
-    from ClinicalFMambaLib.fusion import BUNDLED_MODELS, fuse_normalized, load_fusion_model
-    from ClinicalFMambaLib.harvard_data import find_pairs, load_luma_pair
-    from ClinicalFMambaLib.weights import bundled, load_weights
+    from ClinicalFMambaLib.cli.main import main
+    from ClinicalFMambaLib.fusion.inference import (BUNDLED_MODELS, fuse_normalized,
+                                                    load_fusion_model)
+    from ClinicalFMambaLib.io.weights import bundled, load_weights
+    from ClinicalFMambaLib.training.harvard_data import find_pairs, load_luma_pair
 
     data = _spect_subset(tmp_path)
     start = bundled(BUNDLED_MODELS[2])
@@ -176,9 +179,9 @@ def test_a_pixel_mlp_added_to_trained_weights_starts_from_their_fusion(tmp_path)
 @needs_data
 def test_an_emphasis_conditioned_quarter_resolution_network_starts_from_trained_weights(
         tmp_path):
-    from ClinicalFMambaLib.cli import main
-    from ClinicalFMambaLib.network import FusionNet
-    from ClinicalFMambaLib.weights import load_weights, save_weights
+    from ClinicalFMambaLib.cli.main import main
+    from ClinicalFMambaLib.io.weights import load_weights, save_weights
+    from ClinicalFMambaLib.networks.fusion_net import FusionNet
 
     data = _spect_subset(tmp_path)
     torch.manual_seed(0)
@@ -202,10 +205,11 @@ def test_an_emphasis_conditioned_quarter_resolution_network_starts_from_trained_
 
 @needs_data
 def test_metric_optima_targets_are_cached_per_starting_weights(tmp_path, capsys):
-    from ClinicalFMambaLib.cli import main
-    from ClinicalFMambaLib.fusion import BUNDLED_MODELS, fuse_normalized, load_fusion_model
-    from ClinicalFMambaLib.harvard_data import find_pairs, load_luma_pair
-    from ClinicalFMambaLib.weights import bundled, sha256_of
+    from ClinicalFMambaLib.cli.main import main
+    from ClinicalFMambaLib.fusion.inference import (BUNDLED_MODELS, fuse_normalized,
+                                                    load_fusion_model)
+    from ClinicalFMambaLib.io.weights import bundled, sha256_of
+    from ClinicalFMambaLib.training.harvard_data import find_pairs, load_luma_pair
 
     data = _spect_subset(tmp_path)
     start = bundled(BUNDLED_MODELS[2])
@@ -244,7 +248,7 @@ def test_metric_optima_targets_are_cached_per_starting_weights(tmp_path, capsys)
     (["--dim", "3", "--pair-type", "CT-MRI"], "--pair-type applies to --dim 2 only"),
 ])
 def test_train_fusion_refuses_options_that_would_be_ignored(tmp_path, capsys, options, message):
-    from ClinicalFMambaLib.cli import main
+    from ClinicalFMambaLib.cli.main import main
 
     assert main(["train-fusion", "--workdir", str(tmp_path), *options]) == 2
     assert message in capsys.readouterr().err
@@ -254,7 +258,7 @@ def test_train_fusion_refuses_options_that_would_be_ignored(tmp_path, capsys, op
 @pytest.mark.parametrize("option, message", [
     ("PSNR=1", "unknown metric 'PSNR'"), ("MI=-1", "must be >= 0"), ("MI=x", "expected NAME=W")])
 def test_train_fusion_refuses_a_bad_metric_weight(capsys, option, message):
-    from ClinicalFMambaLib.cli import main
+    from ClinicalFMambaLib.cli.main import main
 
     with pytest.raises(SystemExit):
         main(["train-fusion", "--objective", "metrics", "--metric-weight", option])

@@ -11,22 +11,25 @@ import pytest
 import SimpleITK as sitk
 import torch
 
-from ClinicalFMambaLib.classifier_images import colourfulness, read_image
-from ClinicalFMambaLib.classify import (classify_image, classify_volume, load_classifier,
-                                        result_record)
-from ClinicalFMambaLib.cli import main
-from ClinicalFMambaLib.cli_classifier import verdict_line
-from ClinicalFMambaLib.scope_guard import MAX_COLOURFULNESS, fit_scope_guard, image_problem
-from ClinicalFMambaLib.classifier_volumes import (VolumeSlices, brain_mask,
-                                                  orientation_from_direction, slice_spacing)
-from ClinicalFMambaLib.tumour_evidence import (ASYMMETRY_OFFSET, VOLUME_RANK, TumourEvidence,
-                                               slice_evidence, volume_tumour_probability)
-from ClinicalFMambaLib.tumour_pseudo_labels import (flair_lesion_mask, mirrored, one_sided_pixels,
-                                                    one_sided_share, unknown_ring)
-from ClinicalFMambaLib.tumour_seg_model import TumourSegNet, slice_logits
-from ClinicalFMambaLib.tumour_seg_train import (SlicePool, augment_labelled, carve_mix,
-                                                seg_loss, train_seg)
-from ClinicalFMambaLib.tumour_slices import asymmetry_scores, bright_heatmap, labelled_slices
+from ClinicalFMambaLib.cli.main import main
+from ClinicalFMambaLib.clinical.asymmetry import (asymmetry_scores, bright_heatmap, mirrored,
+                                                  one_sided_pixels, one_sided_share)
+from ClinicalFMambaLib.clinical.classifier import classify_image, load_classifier
+from ClinicalFMambaLib.clinical.images import colourfulness, read_image
+from ClinicalFMambaLib.clinical.records import result_record
+from ClinicalFMambaLib.clinical.scope_guard import MAX_COLOURFULNESS, fit_scope_guard, image_problem
+from ClinicalFMambaLib.clinical.tumour_evidence import (ASYMMETRY_OFFSET, VOLUME_RANK,
+                                                        TumourEvidence, slice_evidence,
+                                                        volume_tumour_probability)
+from ClinicalFMambaLib.clinical.volume_verdict import classify_volume
+from ClinicalFMambaLib.clinical.volumes import (VolumeSlices, brain_mask,
+                                                orientation_from_direction, slice_spacing)
+from ClinicalFMambaLib.clinical.wording import verdict_line
+from ClinicalFMambaLib.networks.tumour_net import TumourSegNet, slice_logits
+from ClinicalFMambaLib.training.tumour_labels import (flair_lesion_mask, labelled_slices,
+                                                      unknown_ring)
+from ClinicalFMambaLib.training.tumour_training import (SlicePool, augment_labelled, carve_mix,
+                                                        seg_loss, train_seg)
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 TCGA = DATA / "brain3d" / "TCGA-DU-7294"
@@ -325,10 +328,10 @@ def test_glioma_volume_gets_a_tumour_verdict_and_a_localising_heatmap(model, tcg
 
 
 def test_feature_ablation_takes_a_smoothing_outside_its_sweep(monkeypatch):
-    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "scripts"))
+    monkeypatch.syspath_prepend(str(Path(__file__).resolve().parents[1] / "scripts" / "build"))
     from train_tumour_evidence import SMOOTHING_SWEEP_MM, OutOfFold, feature_ablation
 
-    from ClinicalFMambaLib.tumour_evidence import SliceEvidence
+    from ClinicalFMambaLib.clinical.tumour_evidence import SliceEvidence
 
     rng = np.random.default_rng(0)
 

@@ -11,12 +11,14 @@ import pytest
 import SimpleITK as sitk
 import torch
 
-from ClinicalFMambaLib import volume_fusion as vf
-from ClinicalFMambaLib.classify import Cancelled
-from ClinicalFMambaLib.fusion import BUNDLED_MODELS, fuse_normalized
-from ClinicalFMambaLib.metrics import VOLUME_TABLE_COLUMNS
-from ClinicalFMambaLib.preprocessing import normalize_intensity
-from ClinicalFMambaLib.weights import bundled
+from ClinicalFMambaLib.core.errors import Cancelled
+from ClinicalFMambaLib.core.intensity import normalize_intensity
+from ClinicalFMambaLib.evaluation.volume_metrics import (VOLUME_TABLE_COLUMNS, measured_slices,
+                                                         volume_fusion_metrics,
+                                                         volume_table_metrics)
+from ClinicalFMambaLib.fusion import volumes as vf
+from ClinicalFMambaLib.fusion.inference import BUNDLED_MODELS, fuse_normalized
+from ClinicalFMambaLib.io.weights import bundled
 
 torch.set_num_threads(1)  # other jobs share the CPU
 
@@ -200,32 +202,32 @@ def test_on_grid_of_resamples_only_when_grids_differ(images, arrays):
 
 def test_volume_metrics(fused, arrays):
     ya, yb = (vf.volume_luma(array)[0] for array in arrays)
-    metrics = vf.volume_fusion_metrics(ya, yb, fused[0].luma, slices=2)
+    metrics = volume_fusion_metrics(ya, yb, fused[0].luma, slices=2)
     assert {"EN", "MI", "SSIM", "Qabf", "PSNR"} <= set(metrics)
     assert all(np.isfinite(value) for value in metrics.values())
     with pytest.raises(ValueError, match="empty"):
-        vf.volume_fusion_metrics(ya * 0, yb * 0, ya)
+        volume_fusion_metrics(ya * 0, yb * 0, ya)
     # The 5-slice sample three times over: thick enough for the volume SSIM's 11-voxel window.
     ya2, yb2, f2 = (np.concatenate([x, x, x]) for x in (ya, yb, fused[0].luma))
     box = (slice(None), slice(2, -2), slice(2, -2))
-    table = vf.volume_table_metrics(ya2, yb2, f2, box, slices=2)
+    table = volume_table_metrics(ya2, yb2, f2, box, slices=2)
     assert set(VOLUME_TABLE_COLUMNS) - set(table) == {"MS-SSIM"}  # too thin for 2 scales
-    assert table["2D SD"] == vf.volume_fusion_metrics(ya2, yb2, f2, slices=2)["SD"]
-    whole = vf.volume_table_metrics(ya2, yb2, f2, (slice(None),) * 3, slices=2)
+    assert table["2D SD"] == volume_fusion_metrics(ya2, yb2, f2, slices=2)["SD"]
+    whole = volume_table_metrics(ya2, yb2, f2, (slice(None),) * 3, slices=2)
     assert table["PSNR"] != whole["PSNR"]  # the volume columns are scored inside the box
 
 
 def test_measured_slices_spread_evenly_over_the_slices_with_signal():
     a, b = np.zeros((20, 4, 4)), np.zeros((20, 4, 4))
     a[5:12, 1, 1], b[9:15, 2, 2] = 1, 1  # signal in slices 5-14, from one input or the other
-    assert vf.measured_slices(a, b, 4).tolist() == [5, 8, 11, 14]
-    assert vf.measured_slices(a, b, 50).tolist() == list(range(5, 15))
+    assert measured_slices(a, b, 4).tolist() == [5, 8, 11, 14]
+    assert measured_slices(a, b, 50).tolist() == list(range(5, 15))
 
 
 def test_3d_fusion_of_files_keeps_the_geometry_of_a(images, tmp_path):
     """The 3D network through fuse_volume_files: output on A's grid, size, origin, spacing and
     direction identical (here an oblique direction and an odd origin)."""
-    from ClinicalFMambaLib.volume_files import fuse_volume_files
+    from ClinicalFMambaLib.fusion.volume_files import fuse_volume_files
 
     paths = []
     for name, image in zip(("a", "b"), images):
