@@ -85,13 +85,14 @@ def test_files_the_module_loads_are_listed(lists):
         assert f"Resources/{loaded}" in lists["MODULE_PYTHON_RESOURCES"]
 
 
-def extension_strings() -> dict[str, str]:
-    """Quoted ``set(NAME "value")`` of the top-level CMakeLists.txt, ``${NAME}`` expanded."""
-    values: dict[str, str] = {}
+def index_value(name: str) -> str | None:
+    """The quoted value of ``set(NAME "...")`` in the top-level CMakeLists.txt, read as the
+    ExtensionsIndex's checker reads it (scripts/check_description_files.py,
+    check_cmakelists_content): the first match of a regular expression, CMake variables left
+    as written."""
     text = (ROOT / "CMakeLists.txt").read_text(encoding="utf-8")
-    for name, value in re.findall(r'\bset\((\w+)\s+"([^"]*)"\)', text):
-        values[name] = re.sub(r"\$\{(\w+)\}", lambda m: values[m.group(1)], value)
-    return values
+    found = re.search(rf'set\s*\({name}\s*"([^"]+)"\s*\)', text, re.IGNORECASE)
+    return found.group(1).strip() if found else None
 
 
 def test_extension_metadata():
@@ -108,22 +109,32 @@ def test_extension_metadata():
 
 def test_extension_urls_name_one_slicer_repository():
     """ExtensionsIndex (scripts/check_description_files.py): the extension (the .json file's
-    name) does not start with "Slicer", its git repository does. Every URL points into that
-    repository, and docs/slicer.md lists each one to be filled in at publication."""
-    strings = extension_strings()
+    name) does not start with "Slicer", its git repository does; the icon and every screenshot
+    are downloaded from literal https URLs (a CMake variable there fails the check). Every URL
+    points into that repository, and docs/slicer.md lists each one to be filled in at
+    publication."""
     entry = json.loads((ROOT / "ClinicalFMamba.json").read_text(encoding="utf-8"))
     repository = entry["scm_url"].removesuffix(".git")
     owner, name = repository.split("/")[-2:]
     assert name == "SlicerClinicalFMamba" and not "ClinicalFMamba".lower().startswith("slicer")
-    assert strings["EXTENSION_REPOSITORY"] == repository
-    assert strings["EXTENSION_HOMEPAGE"].startswith(repository + "/")
-    for key in ("EXTENSION_ICONURL", "EXTENSION_SCREENSHOTURLS"):
-        url = strings[key]
-        assert url.startswith(f"https://raw.githubusercontent.com/{owner}/{name}/main/")
-        assert (ROOT / url.split("/main/", 1)[1]).is_file(), f"{key} names a missing file"
+    assert (index_value("EXTENSION_HOMEPAGE") or "").startswith(repository + "/")
+    raw = f"https://raw.githubusercontent.com/{owner}/{name}/{entry['scm_revision']}/"
+    icon = index_value("EXTENSION_ICONURL")
+    screenshots = (index_value("EXTENSION_SCREENSHOTURLS") or "").split()
+    assert icon and screenshots, "EXTENSION_ICONURL or EXTENSION_SCREENSHOTURLS is not set"
+    for url in [icon, *screenshots]:
+        assert url.startswith(raw), f"not a literal URL under {raw}: {url}"
+        assert (ROOT / url.removeprefix(raw)).is_file(), f"{url} names a missing file"
     docs = (ROOT / "docs" / "slicer.md").read_text(encoding="utf-8")
     for key in ("scm_url", "EXTENSION_HOMEPAGE", "EXTENSION_ICONURL", "EXTENSION_SCREENSHOTURLS"):
         assert key in docs, f"docs/slicer.md does not say how to fill in {key}"
+
+
+def test_description_file_is_formatted_as_the_index_lints_it():
+    """The index's lint runs prettier with multilineArraysWrapThreshold 0 (.prettierrc.js):
+    two-space indent and every array item on its own line, as json.dumps(indent=2) writes."""
+    text = (ROOT / "ClinicalFMamba.json").read_text(encoding="utf-8")
+    assert text == json.dumps(json.loads(text), indent=2) + "\n"
 
 
 def test_icon_and_screenshot_exist():
