@@ -1,26 +1,24 @@
 """ClinicalFMamba 3D Slicer module: fuse two co-registered volumes and classify the result.
 
 The networks run in a separate process, ClinicalFMambaLib's worker (``PythonSlicer -m
-ClinicalFMambaLib.worker``), never in Slicer's own process: this file checks the inputs,
+ClinicalFMambaLib.worker``), never in Slicer's own process: the logic checks the inputs,
 brings B onto A's grid, writes both to a private temporary folder, starts the worker, follows
 its progress lines, and publishes what it wrote as MRML nodes on the main thread. Cancel kills
 the worker's whole process tree. Torch is never imported here, so Slicer lists the module
 before PyTorch is installed. Without the Slicer application (pip's ``slicer-core``: real MRML,
 no Qt) the logic works the same and the GUI classes stay inert.
 
+This file holds the module, its parameter node, widget, logic and self-test; the work behind
+them (the worker job, input checks, publishing, dependencies, sample data) is in the
+module's own package beside it, ``ClinicalFMambaModuleLib``.
+
 Supported Slicer versions: 5.6, 5.8 and 5.10 (docs/slicer.md).
 """
 
 from __future__ import annotations
 
-import importlib.metadata
-import importlib.util
-import json
-import logging
-import os
-import shutil
+import importlib
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Annotated, Callable
@@ -30,7 +28,20 @@ import slicer
 import vtk
 from slicer import vtkMRMLScalarVolumeNode
 from slicer.util import VTKObservationMixin
-from vtk.util.numpy_support import vtk_to_numpy
+
+# The module's own package: importable because Slicer puts a scripted module's folder on
+# sys.path before loading it (Base/QTGUI/qSlicerScriptedLoadableModuleFactory.cxx line 59 in
+# v5.6.2, v5.8.1 and v5.10.0).
+import ClinicalFMambaModuleLib
+from ClinicalFMambaModuleLib import dependencies, inputs, publishing
+# The logic's errors, raised to callers as ClinicalFMamba.Cancelled and so on (docs/slicer.md).
+from ClinicalFMambaModuleLib.errors import Cancelled, DependencyError, WorkerFailed  # noqa: F401
+from ClinicalFMambaModuleLib.fusion_job import FusionJob
+from ClinicalFMambaModuleLib.grids import onGridOf, worldIJKToRAS
+from ClinicalFMambaModuleLib.inputs import DEVICE_CHOICES, MODEL_CHOICES
+from ClinicalFMambaModuleLib.nodes import VERDICT
+from ClinicalFMambaModuleLib.sample_data import sampleDataSource
+from ClinicalFMambaModuleLib.volume_files import volumeName
 
 try:  # the Slicer application
     import qt
@@ -67,37 +78,9 @@ if str(LIBRARY_ROOT) not in sys.path:
 SUPPORTED_SLICER = ((5, 6), (5, 8), (5, 10))  # tested against these releases' sources
 SAMPLE_DIR = LIBRARY_ROOT / "Resources" / "sample" / "volume"
 SAMPLE_FILES = ("TCGA-DU-7294_t2.nii.gz", "TCGA-DU-7294_flair.nii.gz")
-MODEL_CHOICES = ("auto", "2d", "3d")  # ClinicalFMambaLib.volume_fusion.MODEL_KINDS
-DEVICE_CHOICES = ("auto", "cpu", "cuda")
-DEFAULT_EMPHASIS = 0.25  # ClinicalFMambaLib.network.DEFAULT_EMPHASIS (imports torch)
-EMPHASIS = "ClinicalFMamba.Emphasis"  # attribute of the fused node: the emphasis fused with
-# Import name -> pip requirement of every package the library needs besides torch (which
-# comes from the PyTorch extension); the same as pyproject.toml's dependencies.
-REQUIREMENTS = {
-    "numpy": "numpy>=1.24", "scipy": "scipy>=1.10", "skimage": "scikit-image>=0.21",
-    "SimpleITK": "SimpleITK>=2.3", "safetensors": "safetensors>=0.4", "tqdm": "tqdm>=4.60",
-    "PIL": "Pillow>=9.0",
-}
-MINIMUM_TORCH = "2.1"  # pyproject.toml: torch>=2.1
-HEATMAP_THRESHOLD = 0.3  # heat below this is transparent, so the fused image shows through
-HEATMAP_COLORS = "ClinicalFMamba heatmap"
-ROLE = "ClinicalFMamba.Role"  # attribute marking the nodes this module made
-VERDICT = "ClinicalFMamba.Verdict"
-# Node references from the fused volume to its companions.
-REFERENCES = ("Heatmap", "Probabilities", "SliceVerdicts", "Metrics")
+SAMPLE_THUMBNAIL = Path(__file__).resolve().parent / "Resources/Icons/ClinicalFMambaSample.png"
+DEFAULT_EMPHASIS = 0.25  # ClinicalFMambaLib.networks.fusion_net.DEFAULT_EMPHASIS (imports torch)
 POLL_SECONDS = 0.05  # how often the blocking ``fuse`` looks at the worker
-
-
-class DependencyError(RuntimeError):
-    """A package the module needs is missing and was not installed."""
-
-
-class Cancelled(RuntimeError):
-    """The run was cancelled (by the user, a scene close or a removed input)."""
-
-
-class WorkerFailed(RuntimeError):
-    """The worker process reported an error, crashed or was killed."""
 
 
 #
@@ -120,6 +103,23 @@ class ClinicalFMamba(ScriptedLoadableModule):
             " SlicerClinicalFMamba repository.")
         self.parent.acknowledgementText = (
             "Method: ClinicalFMamba (Zhou and Khalvati, MICCAI MLMI 2025), re-implemented.")
+        # Slicer emits startupCompleted once, after every module is loaded (SampleData
+        # included): when the main window is first shown, or at the first event-loop turn
+        # without one (Base/QTApp/qSlicerApplicationHelper.txx lines 233-237 in v5.6.2, 314-318
+        # in v5.8.1; qSlicerApplicationHelper.hxx lines 310-314 in v5.10.0). Only the
+        # application makes this object (pip's slicer-core has no module factory), so the
+        # connection is made only where slicer.app exists.
+        slicer.app.connect("startupCompleted()", registerSampleData)
+
+
+def registerSampleData() -> None:
+    """Add the bundled T2/FLAIR pair to the Sample Data module, as Slicer's scripted-module
+    template does (Utilities/Templates/Modules/Scripted/TemplateKey.py, lines 50-100 in
+    v5.6.2, v5.8.1 and v5.10.0)."""
+    import SampleData
+
+    SampleData.SampleDataLogic.registerCustomSampleDataSource(**sampleDataSource(
+        [SAMPLE_DIR / name for name in SAMPLE_FILES], SAMPLE_THUMBNAIL))
 
 
 #
@@ -144,6 +144,9 @@ class ClinicalFMambaParameterNode:
 #
 
 class ClinicalFMambaWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
+    # A timer, not a thread, follows the worker: its timeout runs _poll on the main thread
+    # between Qt events, where MRML may be changed (as Slicer's Endoscopy widget drives its
+    # fly-through, Modules/Scripted/Endoscopy/Endoscopy.py lines 76-78 in v5.6.2-v5.10.0).
     POLL_MS = 100
 
     def __init__(self, parent=None) -> None:
@@ -172,9 +175,20 @@ class ClinicalFMambaWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
             self.ui.statusLabel.text = "This Slicer is older than 5.6, which ClinicalFMamba needs."
         self.initializeParameterNode()
 
+    def onReload(self) -> None:
+        """Reload re-executes this file only (slicer.util.reloadScriptedModule: util.py lines
+        1359-1390 in v5.6.2, 1399-1430 in v5.8.1, 1398-1431 in v5.10.0), so the module's own
+        package is re-executed first, each part after those it imports."""
+        for name in importlib.reload(ClinicalFMambaModuleLib).MODULES:
+            importlib.reload(importlib.import_module(f"ClinicalFMambaModuleLib.{name}"))
+        super().onReload()
+
     def cleanup(self) -> None:
-        """Called when the module is reloaded or Slicer quits: the timer stops and the worker
-        is killed, so nothing polls deleted widgets or runs on unseen."""
+        """Called when the module is reloaded or Slicer quits (slicer.util.reloadScriptedModule,
+        util.py line 1405 in v5.6.2, 1445 in v5.8.1, 1446 in v5.10.0; moduleAboutToBeUnloaded,
+        ScriptedLoadableModule.py lines 124-129 in v5.6.2, 126-131 in v5.8.1 and v5.10.0): the
+        timer stops and the worker is killed, so nothing polls deleted widgets or runs on
+        unseen."""
         self._timer.stop()
         if self._job is not None:
             self._job.cancel("the module was closed")
@@ -296,141 +310,6 @@ class ClinicalFMambaWidget(ScriptedLoadableModuleWidget, VTKObservationMixin):
 # Logic
 #
 
-def workerPython() -> str:
-    """The interpreter that runs the worker: inside Slicer its ``PythonSlicer`` launcher (which
-    sets up Slicer's Python environment; found on PATH as SlicerMONAIAuto3DSeg,
-    MONAIAuto3DSeg.py line 1300, and SlicerTotalSegmentator, TotalSegmentator.py line 1119,
-    find it), elsewhere the current interpreter."""
-    if not hasattr(slicer, "app"):
-        return sys.executable
-    found = shutil.which("PythonSlicer")
-    if not found:
-        raise RuntimeError("PythonSlicer was not found on Slicer's PATH; the fusion worker"
-                           " cannot start (reinstall Slicer)")
-    return found
-
-
-class FusionJob:
-    """One fusion of two volume nodes by the worker process: ``start``, then ``poll`` until it
-    returns True; ``cancel`` kills the process tree at once. ``ClinicalFMambaLogic.publish``
-    turns a finished job into nodes; ``close`` removes the temporary folder (and kills the
-    worker if it still runs). The voxels are copied out of the nodes when the job is made,
-    so the inputs may change while it runs without changing the result.
-
-    ``state``: "prepared", "running", "done", "failed" or "cancelled".
-    """
-
-    def __init__(self, inputA, inputB, output, a: np.ndarray, b: np.ndarray,
-                 worldIJKToRAS: np.ndarray, options: dict, warnings: list[str]) -> None:
-        self.inputA, self.inputB, self.output = inputA, inputB, output
-        self.a, self.b, self.worldIJKToRAS = a, b, worldIJKToRAS
-        self.options = options
-        self.warnings = warnings
-        self.state = "prepared"
-        self.fraction, self.status = 0.0, ""
-        self.error: str | None = None
-        self.result: dict | None = None
-        self.folder: Path | None = None
-        self.process = None
-        self._scene = None
-        self._observers: list[int] = []
-
-    @property
-    def finished(self) -> bool:
-        return self.state in ("done", "failed", "cancelled")
-
-    def start(self, python: str | None = None) -> FusionJob:
-        from ClinicalFMambaLib import worker
-
-        worker.remove_orphaned_folders(Path(tempfile.gettempdir()))
-        self.folder = Path(tempfile.mkdtemp(prefix=worker.FOLDER_PREFIX))
-        try:
-            (self.folder / worker.JOB_FILE).write_text(json.dumps(
-                {key: self.options[key] for key in ("model", "device", "classify", "metrics",
-                                                    "classifier", "emphasis")}
-                | {"caller": os.getpid()}))
-            _writeVolume(self.a, self.worldIJKToRAS, self.folder / worker.INPUT_A)
-            _writeVolume(self.b, self.worldIJKToRAS, self.folder / worker.INPUT_B)
-            self.process = worker.WorkerProcess(python or workerPython(), self.folder,
-                                                LIBRARY_ROOT)
-        except BaseException:
-            self.close()
-            raise
-        self.a = self.b = None  # the worker has them now
-        self.state, self.status = "running", "Starting the worker"
-        self._scene = slicer.mrmlScene
-        self._observers = [
-            self._scene.AddObserver(slicer.vtkMRMLScene.StartCloseEvent, self._onSceneClose),
-            self._scene.AddObserver(slicer.vtkMRMLScene.NodeRemovedEvent, self._onNodeRemoved)]
-        return self
-
-    def _onSceneClose(self, caller, event) -> None:
-        self.cancel("the scene was closed")
-
-    @vtk.calldata_type(vtk.VTK_OBJECT)
-    def _onNodeRemoved(self, caller, event, node) -> None:
-        for label, used in (("input A", self.inputA), ("input B", self.inputB),
-                            ("the output", self.output)):
-            if node is used:
-                self.cancel(f"{label} was removed")
-
-    def poll(self) -> bool:
-        """Read the worker's new lines; True once the job has finished (any outcome)."""
-        if self.state != "running":
-            return self.finished
-        from ClinicalFMambaLib import worker
-
-        code = self.process.returncode()  # before reading: every line up to an exit is read
-        for message in self.process.messages():
-            if "progress" in message:
-                self.fraction = float(message["progress"])
-                self.status = str(message.get("status", self.status))
-            if "warning" in message:
-                self.warnings.append(str(message["warning"]))
-            if "error" in message:
-                self.error = str(message["error"])
-        if code is None:
-            return False
-        self.process.kill()  # anything the worker started and left behind
-        if code == 0 and (self.folder / worker.RESULT).is_file():
-            self.result = json.loads((self.folder / worker.RESULT).read_text())
-            self.state, self.fraction = "done", 1.0
-            self.status = "; ".join([f"Done{_verdictSuffix(self.result)}"] + self.warnings)
-        else:
-            if self.error is None:
-                detail = self.process.stderr_tail()
-                self.error = (f"the fusion worker {self.process.exit_description()}"
-                              + (f": {detail}" if detail else " without a message"))
-            self.state, self.status = "failed", f"Failed: {self.error}"
-        self._stopObserving()
-        return True
-
-    def cancel(self, reason: str = "cancelled") -> None:
-        """Kill the worker's process tree now; nothing will be published."""
-        if self.finished:
-            return
-        if self.process is not None:
-            self.process.kill()
-        self.state, self.status = "cancelled", f"Cancelled ({reason}); nothing was created."
-        self._stopObserving()
-
-    def close(self) -> None:
-        """Kill the worker if it still runs and remove the temporary folder."""
-        if self.state in ("prepared", "running"):
-            self.cancel("closed")
-        if self.folder is not None:
-            shutil.rmtree(self.folder, ignore_errors=True)
-        self._stopObserving()
-
-    def _stopObserving(self) -> None:
-        for tag in self._observers:
-            self._scene.RemoveObserver(tag)
-        self._observers = []
-
-    def file(self, name: str) -> Path:
-        return self.folder / name
-
-
 class ClinicalFMambaLogic(ScriptedLoadableModuleLogic):
     """Fusion on MRML nodes, usable from the GUI, the Python console and batch scripts::
 
@@ -446,63 +325,12 @@ class ClinicalFMambaLogic(ScriptedLoadableModuleLogic):
     def getParameterNode(self):
         return ClinicalFMambaParameterNode(super().getParameterNode())
 
-    # ------------------------------------------------------------------ dependencies
-
-    def ensureDependencies(self, askConfirmation: bool = True) -> None:
-        """Make torch (>= MINIMUM_TORCH) and the library's packages installed, installing
-        what is missing, without importing torch into Slicer's process.
-
-        torch comes from the PyTorch extension (PyTorchUtils), the rest from pip. With
-        ``askConfirmation`` the user is asked first; a refusal or a failed installation
-        raises ``DependencyError`` saying what is missing. The optional mamba-ssm kernel is
-        not installed from here (it compiles for minutes): docs/slicer.md says how.
-        """
-        if importlib.util.find_spec("torch") is None:
-            self._installTorch(askConfirmation)
-        else:
-            _checkTorchVersion()
-        missing = [requirement for name, requirement in REQUIREMENTS.items()
-                   if importlib.util.find_spec(name) is None]
-        if missing:
-            self._confirm(f"ClinicalFMamba needs these Python packages: {', '.join(missing)}."
-                          " Download and install them now?", askConfirmation,
-                          f"ClinicalFMamba cannot run without {', '.join(missing)} (installation"
-                          " was declined)")
-            self._pipInstall(missing)
-
     @staticmethod
-    def _confirm(question: str, ask: bool, refusal: str) -> None:
-        if ask and not slicer.util.confirmOkCancelDisplay(question):
-            raise DependencyError(refusal)
-
-    def _installTorch(self, ask: bool) -> None:
-        try:
-            import PyTorchUtils
-        except ModuleNotFoundError as error:
-            raise DependencyError("PyTorch is not installed and the PyTorch extension is missing:"
-                                  " install 'PyTorch' from the Extensions Manager, restart Slicer"
-                                  " and try again") from error
-        self._confirm("ClinicalFMamba needs PyTorch (a large download). Install it now?", ask,
-                      "ClinicalFMamba cannot run without PyTorch (installation was declined)")
-        try:
-            # The version requirement as SlicerTotalSegmentator passes it (TotalSegmentator.py
-            # lines 844-887).
-            torch = PyTorchUtils.PyTorchUtilsLogic().installTorch(
-                askConfirmation=False, torchVersionRequirement=f">={MINIMUM_TORCH}")
-        except Exception as error:
-            raise DependencyError(f"installing PyTorch failed: {error}") from error
-        if torch is None:
-            raise DependencyError("PyTorch was not installed; ClinicalFMamba cannot run without it")
-
-    @staticmethod
-    def _pipInstall(requirements: list[str]) -> None:
-        try:
-            slicer.util.pip_install(requirements)
-        except Exception as error:
-            raise DependencyError(
-                f"installing {', '.join(requirements)} failed: {error}") from error
-
-    # ------------------------------------------------------------------ fusion
+    def ensureDependencies(askConfirmation: bool = True) -> None:
+        """Make torch and the library's packages installed, asking first with
+        ``askConfirmation``; raises ``DependencyError`` naming what is missing
+        (``ClinicalFMambaModuleLib.dependencies.ensureDependencies``)."""
+        dependencies.ensureDependencies(askConfirmation)
 
     def fuse(self, inputA, inputB, output=None, *, model: str = "auto", device: str = "auto",
              classify: bool = True, metrics: bool = False, heatmapOpacity: float = 0.4,
@@ -533,7 +361,10 @@ class ClinicalFMambaLogic(ScriptedLoadableModuleLogic):
                 if cancel is not None and cancel():
                     job.cancel("cancelled by the caller")
                     break
-                if hasattr(slicer, "app"):  # inside Slicer: keep the views painting
+                # Inside Slicer the views keep painting, as slicer.util.logProcessOutput keeps
+                # them while it follows a process (util.py line 3804 in v5.6.2, 3852 in v5.8.1,
+                # 3944 in v5.10.0).
+                if hasattr(slicer, "app"):
                     slicer.app.processEvents()
                 time.sleep(POLL_SECONDS)
             if job.state == "done" and progress is not None and reported != 1.0:
@@ -550,95 +381,34 @@ class ClinicalFMambaLogic(ScriptedLoadableModuleLogic):
                 classify: bool = True, metrics: bool = False, heatmapOpacity: float = 0.4,
                 classifier: str | None = None, emphasis: float | None = None) -> FusionJob:
         """Check the inputs and options and copy the voxels out of the nodes (B on A's grid)."""
-        _checkInputs(inputA, inputB, output)
-        _checkOption("model", model, MODEL_CHOICES)
-        _checkOption("device", device, DEVICE_CHOICES)
-        if not 0.0 <= heatmapOpacity <= 1.0:
-            raise ValueError(f"heatmapOpacity must lie in [0, 1], not {heatmapOpacity}")
-        if emphasis is not None and not 0.0 <= emphasis <= 1.0:  # also refuses NaN
-            raise ValueError(f"emphasis must lie in [0, 1], not {emphasis}")
-        if classifier is not None and not Path(classifier).is_file():
-            raise FileNotFoundError(f"classifier weights not found: {classifier}")
-        colour = _isColour(inputA) or _isColour(inputB)
-        if _isColour(inputA) and _isColour(inputB):
-            raise ValueError("both volumes are colour; one must be the grey anatomical volume")
-        if output is not None and output.IsA("vtkMRMLVectorVolumeNode") != colour:
-            kind = "a vector (colour)" if colour else "a scalar"
-            raise ValueError(f"output {output.GetName()!r} must be {kind} volume for this pair;"
-                             " leave it empty to create a new one")
-        matrixA, matrixB = _worldIJKToRAS(inputA), _worldIJKToRAS(inputB)
+        inputs.checkInputs(inputA, inputB, output)
+        inputs.checkOptions(model=model, device=device, heatmapOpacity=heatmapOpacity,
+                            emphasis=emphasis, classifier=classifier)
+        colour = inputs.checkColours(inputA, inputB, output)
+        matrixA, matrixB = worldIJKToRAS(inputA), worldIJKToRAS(inputB)
         a = np.array(slicer.util.arrayFromVolume(inputA))
-        b, warning = _onGridOf(inputA, matrixA, inputB, matrixB)
+        b, warning = onGridOf(inputA, matrixA, inputB, matrixB)
         options = dict(model=model, device=device, classify=classify, metrics=metrics,
                        emphasis=None if emphasis is None else float(emphasis),
                        heatmapOpacity=heatmapOpacity, colour=colour,
                        classifier=str(Path(classifier).resolve()) if classifier else None)
         return FusionJob(inputA, inputB, output, a, b, matrixA, options,
-                         [warning] if warning else [])
+                         [warning] if warning else [], LIBRARY_ROOT)
 
-    def publish(self, job: FusionJob):
+    @staticmethod
+    def publish(job: FusionJob):
         """Write a finished job's results into nodes and show them; returns the fused node.
-
-        New nodes come first and an existing output node is written last, so a failure
-        leaves it as it was; every node made here is removed again (with its display and
-        storage nodes and subject-hierarchy item) if anything fails. Fusing again into a
-        previous result replaces that result's heatmap and tables.
-        """
-        _checkPublishable(job)
-        from ClinicalFMambaLib import worker
-
-        created = []
-        try:
-            name = (job.output.GetName() if job.output is not None
-                    else slicer.mrmlScene.GenerateUniqueName(_outputName(job)))
-            companions = {}
-            classification = job.result["classification"]
-            if classification is not None:
-                companions.update(_publishClassification(job, classification, name, created))
-            if job.result["metrics"] is not None:
-                table = _newNode(created, "vtkMRMLTableNode", f"{name} metrics")
-                _fillTable(table, {"metric": list(job.result["metrics"]),
-                                   "value": list(job.result["metrics"].values())})
-                companions["Metrics"] = table
-            for node in companions.values():
-                _placeBeside(node, job.inputA)
-            fused = _readVolumeArray(job.file(worker.FUSED), "fused volume",
-                                     colour=job.options["colour"])
-            if fused.shape[:3] != tuple(reversed(job.inputA.GetImageData().GetDimensions())):
-                raise ValueError("volume A changed its grid during the run; fuse again")
-            output = job.output
-            if output is None:
-                output = _newNode(created, "vtkMRMLVectorVolumeNode" if fused.ndim == 4
-                                  else "vtkMRMLScalarVolumeNode", name)
-                _placeBeside(output, job.inputA)
-            previous = [output.GetNodeReference(role) for role in REFERENCES]
-            _placeLike(output, job.inputA, fused)  # an existing output: the one write, last
-        except Exception:
-            for node in reversed(created):
-                _removeNode(node)
-            raise
-        for role in REFERENCES:
-            output.SetNodeReferenceID(role, companions[role].GetID() if role in companions
-                                      else None)
-        output.SetAttribute(VERDICT, _verdictText(classification))
-        used = job.result.get("emphasis")
-        output.SetAttribute(EMPHASIS, None if used is None else str(used))
-        for node in previous:
-            if node is not None and node not in (job.inputA, job.inputB):
-                _removeNode(node)
-        _show(output, companions.get("Heatmap"), job.options["heatmapOpacity"])
-        for message in job.warnings:
-            logging.warning(message)
-        return output
-
-    # ------------------------------------------------------------------ files
+        All or nothing: a failure removes every node made and leaves an existing output as it
+        was; fusing again into a result replaces its heatmap and tables
+        (``ClinicalFMambaModuleLib.publishing.publish``)."""
+        return publishing.publish(job)
 
     @staticmethod
     def loadVolume(path: str | Path, name: str | None = None):
         """Read a volume file into a new scalar (or colour vector) volume node; a truncated
         or corrupt file is refused by name (the library's check: the reader would fill the
         missing voxels with zeros)."""
-        from ClinicalFMambaLib.image_io import check_complete_file  # no torch
+        from ClinicalFMambaLib.io.files import check_complete_file
 
         path = Path(path)
         if not path.is_file():
@@ -647,7 +417,7 @@ class ClinicalFMambaLogic(ScriptedLoadableModuleLogic):
         storage = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLVolumeArchetypeStorageNode")
         storage.SetFileName(str(path))
         node = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLScalarVolumeNode",
-                                                  name or path.name.split(".")[0])
+                                                  name or volumeName(path))
         if not storage.ReadData(node):
             slicer.mrmlScene.RemoveNode(node)
             slicer.mrmlScene.RemoveNode(storage)
@@ -673,309 +443,6 @@ class ClinicalFMambaLogic(ScriptedLoadableModuleLogic):
         if not storage.WriteData(node):
             raise OSError(f"could not write {node.GetName()!r} to {path}")
         return path
-
-
-# ---------------------------------------------------------------------- checks
-
-def _checkTorchVersion() -> None:
-    try:
-        installed = importlib.metadata.version("torch")
-    except importlib.metadata.PackageNotFoundError:
-        return  # a torch without metadata (built from source): nothing to compare
-    release = tuple(int(part) for part in installed.split("+")[0].split(".")[:2]
-                    if part.isdigit())
-    minimum = tuple(int(part) for part in MINIMUM_TORCH.split("."))
-    if release < minimum:
-        raise DependencyError(f"PyTorch {installed} is too old; ClinicalFMamba needs"
-                              f" {MINIMUM_TORCH} or newer (PyTorch Utils module: install with"
-                              f" the requirement >={MINIMUM_TORCH})")
-
-
-def _checkOption(name: str, value: str, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        raise ValueError(f"{name} must be one of {', '.join(choices)}, not {value!r}")
-
-
-def _checkInputs(inputA, inputB, output) -> None:
-    for label, node in (("A", inputA), ("B", inputB)):
-        if node is None:
-            raise ValueError(f"input volume {label} is not set")
-        if not node.IsA("vtkMRMLScalarVolumeNode") or node.IsA("vtkMRMLLabelMapVolumeNode"):
-            raise ValueError(f"input {label} ({node.GetName()!r}) must be a scalar or colour "
-                             f"image volume, not a {node.GetClassName()}")
-        if node.GetImageData() is None:
-            raise ValueError(f"input {label} ({node.GetName()!r}) has no image data")
-    if inputA is inputB:
-        raise ValueError("inputs A and B are the same volume; choose two different volumes")
-    if output is not None and output in (inputA, inputB):
-        raise ValueError("the output must not be an input volume (inputs are never modified);"
-                         " leave it empty to create a new volume")
-
-
-def _checkPublishable(job: FusionJob) -> None:
-    if job.state == "cancelled":
-        raise Cancelled(job.status)
-    if job.state == "failed":
-        raise WorkerFailed(job.error)
-    if job.state != "done":
-        raise RuntimeError(f"the job has not finished (state {job.state!r})")
-    scene = slicer.mrmlScene
-    for label, node in (("input A", job.inputA), ("input B", job.inputB),
-                        ("the output", job.output)):
-        if node is not None and (node.GetScene() is not scene or not scene.IsNodePresent(node)):
-            raise Cancelled(f"{label} was removed during the run; nothing was created")
-
-
-# ---------------------------------------------------------------------- volumes
-
-def _isColour(node) -> bool:
-    return node.GetImageData().GetNumberOfScalarComponents() in (3, 4)
-
-
-def _worldIJKToRAS(node) -> np.ndarray:
-    """IJK-to-RAS of a volume including its (linear) parent transforms."""
-    matrix = vtk.vtkMatrix4x4()
-    node.GetIJKToRASMatrix(matrix)
-    transform = node.GetParentTransformNode()
-    if transform is not None:
-        if not transform.IsTransformToWorldLinear():
-            raise ValueError(f"{node.GetName()!r} is under a non-linear transform; harden it"
-                             " (Data module) before fusing")
-        toWorld = vtk.vtkMatrix4x4()
-        transform.GetMatrixTransformToWorld(toWorld)
-        vtk.vtkMatrix4x4.Multiply4x4(toWorld, matrix, matrix)
-    return slicer.util.arrayFromVTKMatrix(matrix)
-
-
-def _describeGrid(node, matrix: np.ndarray) -> str:
-    size = "x".join(str(n) for n in node.GetImageData().GetDimensions())
-    spacing = "x".join(f"{s:g}" for s in np.linalg.norm(matrix[:3, :3], axis=0))
-    return f"{size} voxels of {spacing} mm"
-
-
-def _onGridOf(inputA, matrixA: np.ndarray, inputB, matrixB: np.ndarray
-              ) -> tuple[np.ndarray, str | None]:
-    """B's voxels on A's grid, in world space (linear interpolation, 0 outside B), and a
-    warning when B had to be resampled. MRML image data have origin 0 and spacing 1, so
-    the reslice axes are A's voxel-to-B's voxel matrix."""
-    dimsA = inputA.GetImageData().GetDimensions()
-    if dimsA == inputB.GetImageData().GetDimensions() and np.allclose(matrixA, matrixB,
-                                                                      atol=1e-4):
-        return np.array(slicer.util.arrayFromVolume(inputB)), None
-    reslice = vtk.vtkImageReslice()
-    reslice.SetInputData(inputB.GetImageData())
-    reslice.SetResliceAxes(slicer.util.vtkMatrixFromArray(np.linalg.inv(matrixB) @ matrixA))
-    reslice.SetInterpolationModeToLinear()
-    reslice.SetBackgroundLevel(0.0)
-    reslice.SetOutputOrigin(0.0, 0.0, 0.0)
-    reslice.SetOutputSpacing(1.0, 1.0, 1.0)
-    reslice.SetOutputExtent(0, dimsA[0] - 1, 0, dimsA[1] - 1, 0, dimsA[2] - 1)
-    if not _isColour(inputB):
-        reslice.SetOutputScalarType(vtk.VTK_FLOAT)
-    reslice.Update()
-    scalars = vtk_to_numpy(reslice.GetOutput().GetPointData().GetScalars())
-    components = scalars.shape[1:] if scalars.ndim == 2 else ()
-    b = scalars.reshape(tuple(reversed(dimsA)) + components).copy()
-    return b, (f"volume B resampled from its grid ({_describeGrid(inputB, matrixB)}) onto"
-               f" volume A's ({_describeGrid(inputA, matrixA)})")
-
-
-def _writeVolume(array: np.ndarray, ijkToRAS: np.ndarray, path: Path) -> None:
-    """Voxels with a geometry into an uncompressed NRRD file, through a storage node and a
-    volume node that never enter the scene."""
-    node = slicer.vtkMRMLVectorVolumeNode() if array.ndim == 4 else slicer.vtkMRMLScalarVolumeNode()
-    slicer.util.updateVolumeFromArray(node, array)
-    node.SetIJKToRASMatrix(slicer.util.vtkMatrixFromArray(ijkToRAS))
-    storage = slicer.vtkMRMLVolumeArchetypeStorageNode()
-    storage.SetFileName(str(path))
-    storage.UseCompressionOff()
-    if not storage.WriteData(node):
-        raise OSError(f"could not write the worker's input {path}")
-
-
-def _readVolumeArray(path: Path, what: str, colour: bool = False) -> np.ndarray:
-    """Voxels of a volume file the worker wrote, read outside the scene."""
-    node = slicer.vtkMRMLVectorVolumeNode() if colour else slicer.vtkMRMLScalarVolumeNode()
-    storage = slicer.vtkMRMLVolumeArchetypeStorageNode()
-    storage.SetFileName(str(path))
-    if not path.is_file() or not storage.ReadData(node):
-        raise WorkerFailed(f"the worker's {what} ({path.name}) could not be read")
-    return np.array(slicer.util.arrayFromVolume(node))
-
-
-# ---------------------------------------------------------------------- nodes
-
-def _outputName(job: FusionJob) -> str:
-    return f"{job.inputA.GetName()} + {job.inputB.GetName()} fused"
-
-
-def _newNode(created: list, className: str, name: str):
-    node = slicer.mrmlScene.AddNewNodeByClass(className, name)
-    node.SetAttribute(ROLE, "result")
-    created.append(node)
-    return node
-
-
-def _removeNode(node) -> None:
-    """Remove a node with its display and storage nodes and its subject-hierarchy item
-    (MRML removes none of them with the node)."""
-    scene = node.GetScene()
-    if scene is None:
-        return
-    companions = []
-    if node.IsA("vtkMRMLDisplayableNode"):
-        companions += [node.GetNthDisplayNode(i) for i in range(node.GetNumberOfDisplayNodes())]
-    if node.IsA("vtkMRMLStorableNode"):
-        companions.append(node.GetStorageNode())
-    sh = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(scene)
-    item = sh.GetItemByDataNode(node)
-    if item:
-        sh.RemoveItem(item, False, False)
-    scene.RemoveNode(node)
-    for companion in companions:
-        if companion is not None and scene.IsNodePresent(companion):
-            scene.RemoveNode(companion)
-
-
-def _placeLike(node, reference, array: np.ndarray) -> None:
-    """Voxels of ``array`` on ``reference``'s grid and under its parent transform."""
-    matrix = vtk.vtkMatrix4x4()
-    reference.GetIJKToRASMatrix(matrix)
-    node.SetIJKToRASMatrix(matrix)
-    node.SetAndObserveTransformNodeID(reference.GetTransformNodeID())
-    slicer.util.updateVolumeFromArray(node, array)
-    node.CreateDefaultDisplayNodes()
-
-
-def _shItem(sh, node) -> int:
-    return sh.GetItemByDataNode(node) or sh.CreateItem(sh.GetSceneItemID(), node)
-
-
-def _placeBeside(node, reference) -> None:
-    """Put ``node`` in the same subject-hierarchy folder (patient, study) as ``reference``."""
-    sh = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(slicer.mrmlScene)
-    sh.SetItemParent(_shItem(sh, node), sh.GetItemParent(_shItem(sh, reference)))
-
-
-def _heatmapColors(created: list):
-    """The heatmap colour table: one per scene, found by its role (a name made unique by
-    GenerateUniqueName, "..._1", would never be found again)."""
-    for node in slicer.util.getNodesByClass("vtkMRMLColorTableNode"):
-        if node.GetAttribute(ROLE) == "heatmap colours":
-            return node
-    colors = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLColorTableNode", HEATMAP_COLORS)
-    colors.SetAttribute(ROLE, "heatmap colours")
-    colors.SetTypeToIron()
-    created.append(colors)
-    return colors
-
-
-def _styleHeatmap(heatmap, created: list) -> None:
-    display = heatmap.GetDisplayNode()
-    display.SetAndObserveColorNodeID(_heatmapColors(created).GetID())
-    display.SetAutoWindowLevel(False)
-    display.SetWindowLevelMinMax(0.0, 1.0)
-    display.SetAutoThreshold(False)
-    display.SetLowerThreshold(HEATMAP_THRESHOLD)
-    display.SetUpperThreshold(1.0)
-    display.SetApplyThreshold(True)
-
-
-def _fillTable(table, columns: dict[str, list]) -> None:
-    """Columns of strings or numbers into a table node (replacing its content)."""
-    vtkTable = table.GetTable()
-    vtkTable.Initialize()
-    for name, values in columns.items():
-        text = any(isinstance(v, str) for v in values)
-        array = vtk.vtkStringArray() if text else vtk.vtkDoubleArray()
-        array.SetName(name)
-        for value in values:
-            array.InsertNextValue(str(value) if text else float(value))
-        vtkTable.AddColumn(array)
-    table.Modified()
-
-
-def _publishClassification(job: FusionJob, result: dict, name: str, created: list) -> dict:
-    """Heatmap and tables of a classification (the heatmap only for a verdict in scope)."""
-    from ClinicalFMambaLib import worker
-
-    nodes = {}
-    probabilities = _newNode(created, "vtkMRMLTableNode", f"{name} verdict")
-    probabilities.SetAttribute(VERDICT, _verdictWord(result))
-    if result.get("in_scope") is False:
-        _fillTable(probabilities, {"verdict": ["not brain MRI"],
-                                   "reason": [str(result.get("reason") or "")]})
-        return {"Probabilities": probabilities}
-    _fillTable(probabilities, {"class": result["classes"],
-                               "probability": result["probabilities"]})
-    nodes["Probabilities"] = probabilities
-    slices = _newNode(created, "vtkMRMLTableNode", f"{name} slice verdicts")
-    perSlice = np.asarray(result["slice_probabilities"], dtype=float)
-    columns = {"slice": list(range(len(perSlice)))}
-    columns.update({cls: list(perSlice[:, c]) for c, cls in enumerate(result["classes"])})
-    columns["verdict"] = [result["classes"][i] for i in perSlice.argmax(1)]
-    columns["in volume verdict"] = ["yes" if e else "no" for e in result["eligible"]]
-    _fillTable(slices, columns)
-    nodes["SliceVerdicts"] = slices
-    if not result.get("heatmap", True):
-        return nodes
-    heatmap = _newNode(created, "vtkMRMLScalarVolumeNode",
-                       f"{name} heatmap ({result['heatmap_class']})")
-    _placeLike(heatmap, job.inputA, _readVolumeArray(job.file(worker.HEATMAP), "heatmap"))
-    _styleHeatmap(heatmap, created)
-    nodes["Heatmap"] = heatmap
-    return nodes
-
-
-# ---------------------------------------------------------------------- verdict
-
-def _verdictWord(result: dict | None) -> str:
-    """The volume verdict in a word: a class, "not brain MRI" or "uncertain"."""
-    if result is None:
-        return ""
-    if result.get("in_scope") is False:
-        return "not brain MRI"
-    if result.get("prediction") in (None, "uncertain"):
-        return "uncertain"
-    return str(result["prediction"])
-
-
-def _verdictText(result: dict | None) -> str:
-    """What the module panel and the slice views show: the class with its probability, or
-    that there is no verdict (out of scope, uncertain) and why."""
-    word = _verdictWord(result)
-    if not word:
-        return ""
-    if word in ("not brain MRI", "uncertain"):
-        why = [result.get("reason")]
-        if word == "uncertain" and result.get("tumour_probability") is not None:
-            why.append(f"tumour probability {result['tumour_probability']:.0%}")
-        why = "; ".join(text for text in why if text)
-        return f"ClinicalFMamba: {word}, no tumour verdict" + (f" ({why})" if why else "")
-    if result.get("tumour_probability") is not None and word != "notumor":
-        # A volume: the type is the 2D classifier's suggestion, unvalidated on volumes
-        # (docs/classifier.md), so the verdict is the calibrated tumour probability.
-        from ClinicalFMambaLib.cli_classifier import type_suggestion  # no torch
-
-        return (f"ClinicalFMamba: tumour ({result['tumour_probability']:.0%}), "
-                f"{type_suggestion(word)}")
-    return f"ClinicalFMamba: {word} ({max(result['probabilities']):.0%})"
-
-
-def _verdictSuffix(result: dict) -> str:
-    word = _verdictWord(result.get("classification"))
-    return f": {word}" if word else ""
-
-
-def _show(output, heatmap, opacity: float) -> None:
-    """Fused volume as background, heatmap as foreground (display only: never fails the
-    publish, whose nodes are already in place)."""
-    inApplication = qt is not None and slicer.app.layoutManager() is not None
-    try:
-        slicer.util.setSliceViewerLayers(background=output, foreground=heatmap,
-                                          foregroundOpacity=opacity, fit=inApplication)
-    except Exception as error:
-        logging.warning(f"ClinicalFMamba could not show the result in the views: {error}")
 
 
 #

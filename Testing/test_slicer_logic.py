@@ -8,13 +8,16 @@ CLINICALFMAMBA_WRITE_SCREENSHOT=1 that render becomes Resources/Screenshots/Clin
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import importlib.util
 import os
 import subprocess
 import sys
 import time
+import types
 import unittest
+import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -30,16 +33,22 @@ import vtk  # noqa: E402
 from PIL import Image  # noqa: E402
 from vtk.util.numpy_support import vtk_to_numpy  # noqa: E402
 
-from ClinicalFMambaLib.classifier_model import DEFAULT_ARCH, build_model  # noqa: E402
-from ClinicalFMambaLib.classifier_train import model_config  # noqa: E402
-from ClinicalFMambaLib.classify import BUNDLED_NAME  # noqa: E402
-from ClinicalFMambaLib.network import DEFAULT_EMPHASIS  # noqa: E402
-from ClinicalFMambaLib.volume_fusion import MODEL_KINDS  # noqa: E402
-from ClinicalFMambaLib.weights import bundled, save_weights  # noqa: E402
+from ClinicalFMambaLib.clinical.classifier import BUNDLED_NAME
+from ClinicalFMambaLib.fusion.volumes import MODEL_KINDS
+from ClinicalFMambaLib.io.weights import bundled, save_weights
+from ClinicalFMambaLib.networks.classifier_net import DEFAULT_ARCH, build_model
+from ClinicalFMambaLib.networks.fusion_net import DEFAULT_EMPHASIS
+from ClinicalFMambaLib.training.classifier_training import model_config
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "ClinicalFMamba"))
 import ClinicalFMamba as module  # noqa: E402
+import ClinicalFMambaModuleLib  # noqa: E402
+from ClinicalFMambaModuleLib.dependencies import REQUIREMENTS  # noqa: E402
+from ClinicalFMambaModuleLib.heatmap import HEATMAP_COLORS, HEATMAP_THRESHOLD  # noqa: E402
+from ClinicalFMambaModuleLib.nodes import EMPHASIS, REFERENCES, ROLE, VERDICT  # noqa: E402
+from ClinicalFMambaModuleLib.sample_data import sampleDataSource  # noqa: E402
+from ClinicalFMambaModuleLib.verdict import verdictText  # noqa: E402
 
 torch.set_num_threads(1)  # other jobs share the CPU
 SCREENSHOT = ROOT / "Resources" / "Screenshots" / "ClinicalFMamba.png"
@@ -143,7 +152,7 @@ def test_output_sits_beside_a_in_subject_hierarchy(run, sample):
     sh = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(slicer.mrmlScene)
     folder = sh.GetItemParent(sh.GetItemByDataNode(sample[0]))
     assert sh.GetItemName(folder) == "Study"
-    for node in [run[0]] + [run[0].GetNodeReference(role) for role in module.REFERENCES]:
+    for node in [run[0]] + [run[0].GetNodeReference(role) for role in REFERENCES]:
         assert sh.GetItemParent(sh.GetItemByDataNode(node)) == folder
 
 
@@ -155,9 +164,9 @@ def test_heatmap_node_and_colour_table(run, sample):
     assert np.array_equal(matrix_of(heatmap), matrix_of(sample[0]))
     assert 0.0 <= heat.min() and 0.0 < heat.max() <= 1.0
     display = heatmap.GetDisplayNode()
-    assert display.GetColorNode().GetName() == module.HEATMAP_COLORS
+    assert display.GetColorNode().GetName() == HEATMAP_COLORS
     assert display.GetColorNode().GetNumberOfColors() > 1
-    assert display.GetApplyThreshold() and display.GetLowerThreshold() == module.HEATMAP_THRESHOLD
+    assert display.GetApplyThreshold() and display.GetLowerThreshold() == HEATMAP_THRESHOLD
 
 
 def test_slice_view_shows_fused_under_heatmap(run):
@@ -270,11 +279,11 @@ def test_emphasis_goes_to_the_worker_and_weights_without_it_fuse_with_a_warning(
     shown = composite.GetBackgroundVolumeID(), composite.GetForegroundVolumeID()
     try:
         node = logic.fuse(*sample, model="2d", device="cpu", classify=False, emphasis=0.75)
-        assert node.GetAttribute(module.EMPHASIS) == "0.75"
+        assert node.GetAttribute(EMPHASIS) == "0.75"
         assert not any("no emphasis control" in r.getMessage() for r in caplog.records)
         slicer.mrmlScene.RemoveNode(node)
         node = logic.fuse(*sample, model="3d", device="cpu", classify=False, emphasis=0.75)
-        assert node.GetAttribute(module.EMPHASIS) is None
+        assert node.GetAttribute(EMPHASIS) is None
         assert any("3D fusion weights have no emphasis control" in r.getMessage()
                    for r in caplog.records)
         slicer.mrmlScene.RemoveNode(node)
@@ -287,8 +296,8 @@ def test_requirements_match_pyproject():
     import tomllib
 
     declared = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
-    assert sorted(module.REQUIREMENTS.values()) == sorted(d for d in declared
-                                                          if not d.startswith("torch"))
+    assert sorted(REQUIREMENTS.values()) == sorted(d for d in declared
+                                                   if not d.startswith("torch"))
 
 
 def render_red_view(red, fused) -> np.ndarray:
@@ -331,6 +340,61 @@ def test_module_imports_without_torch():
                             timeout=300)
     assert result.returncode == 0, result.stderr
 
+
+
+def test_reload_reexecutes_each_part_of_the_package_after_what_it_imports():
+    """The widget's Reload follows ClinicalFMambaModuleLib.MODULES: every module of the
+    package, each after the package modules it imports (else it would keep their old code)."""
+    folder = Path(ClinicalFMambaModuleLib.__file__).parent
+    order = ClinicalFMambaModuleLib.MODULES
+    assert sorted(order) == sorted(p.stem for p in folder.glob("*.py") if p.stem != "__init__")
+    for position, name in enumerate(order):
+        tree = ast.parse((folder / f"{name}.py").read_text(encoding="utf-8"))
+        imported = {node.module for node in ast.walk(tree)
+                    if isinstance(node, ast.ImportFrom) and node.level == 1}
+        assert imported <= set(order[:position]), f"{name} imports {imported}"
+
+
+def test_sample_data_source_is_the_bundled_pair(sample):
+    """What the module registers with Sample Data: file URIs of the bundled files whose
+    content (read through urllib, as SampleData's downloadFile reads a URI) has the given
+    SHA-256, cache names of this extension, the node names loadSample gives, and a thumbnail
+    of about the size Slicer's template asks for (260x280)."""
+    files = [module.SAMPLE_DIR / name for name in module.SAMPLE_FILES]
+    source = sampleDataSource(files, module.SAMPLE_THUMBNAIL)
+    assert source["uris"] == [file.resolve().as_uri() for file in files]
+    for uri, checksum in zip(source["uris"], source["checksums"], strict=True):
+        with urllib.request.urlopen(uri) as response:
+            assert checksum == f"SHA256:{hashlib.sha256(response.read()).hexdigest()}"
+    assert [name.removeprefix("ClinicalFMamba-") for name in source["fileNames"]] == list(
+        module.SAMPLE_FILES)
+    assert source["nodeNames"] == [node.GetName() for node in sample]
+    with Image.open(source["thumbnailFileName"]) as thumbnail:
+        assert all(240 <= side <= 300 for side in thumbnail.size)
+
+
+def test_registration_hands_the_source_to_sample_data(monkeypatch):
+    """registerSampleData (connected to startupCompleted in the application) passes the
+    source to a SampleData module whose registerCustomSampleDataSource takes only the
+    arguments every supported release takes (SampleData.py, v5.6.2 lines 433-436, v5.8.1
+    lines 457-462, v5.10.0 lines 510-515; loadFileType(s) differ between them)."""
+    registered = []
+
+    def registerCustomSampleDataSource(category="Custom", sampleName=None, uris=None,
+                                       fileNames=None, nodeNames=None, customDownloader=None,
+                                       thumbnailFileName=None, loadFiles=None,
+                                       loadFileProperties={}, checksums=None):
+        registered.append(dict(category=category, sampleName=sampleName, uris=uris,
+                               fileNames=fileNames, nodeNames=nodeNames, checksums=checksums,
+                               thumbnailFileName=thumbnailFileName))
+
+    sampleData = types.ModuleType("SampleData")
+    sampleData.SampleDataLogic = types.SimpleNamespace(
+        registerCustomSampleDataSource=registerCustomSampleDataSource)
+    monkeypatch.setitem(sys.modules, "SampleData", sampleData)
+    module.registerSampleData()
+    assert registered == [sampleDataSource([module.SAMPLE_DIR / name for name in
+                                            module.SAMPLE_FILES], module.SAMPLE_THUMBNAIL)]
 
 def test_batch_script_arguments():
     spec = importlib.util.spec_from_file_location("slicer_batch_fuse",
@@ -380,7 +444,7 @@ def scene_counts() -> tuple[int, int, int]:
 
 def heatmap_tables() -> list:
     return [node for node in slicer.util.getNodesByClass("vtkMRMLColorTableNode")
-            if node.GetAttribute(module.ROLE) == "heatmap colours"]
+            if node.GetAttribute(ROLE) == "heatmap colours"]
 
 
 @pytest.fixture(scope="module")
@@ -407,7 +471,7 @@ def test_fusing_again_into_a_result_replaces_its_companions(scene, logic, finish
     new = [first.GetNodeReference(role) for role in ("Heatmap", "Probabilities", "SliceVerdicts")]
     assert all(n is not None for n in new) and not set(old) & set(new)
     assert not any(slicer.mrmlScene.IsNodePresent(node) for node in old)
-    assert len(heatmap_tables()) == 1 and heatmap_tables()[0].GetName() == module.HEATMAP_COLORS
+    assert len(heatmap_tables()) == 1 and heatmap_tables()[0].GetName() == HEATMAP_COLORS
     logic.publish(finished)  # a third time: the colour table is reused, nothing piles up
     assert scene_counts() == counts and len(heatmap_tables()) == 1
     finished.output = None
@@ -416,10 +480,10 @@ def test_fusing_again_into_a_result_replaces_its_companions(scene, logic, finish
 def test_failed_publish_leaves_scene_and_existing_output_as_they_were(scene, logic, finished):
     """The fused file is read after the heatmap and tables are made: corrupting it makes
     the publish fail after nodes, display nodes and subject-hierarchy items were created."""
-    from ClinicalFMambaLib.worker import FUSED
+    from ClinicalFMambaLib.worker.protocol import FUSED
 
     output = logic.publish(finished)
-    before = fingerprint(output), [output.GetNodeReferenceID(role) for role in module.REFERENCES]
+    before = fingerprint(output), [output.GetNodeReferenceID(role) for role in REFERENCES]
     counts = scene_counts()
     fused_file = finished.file(FUSED)
     intact = fused_file.read_bytes()
@@ -431,7 +495,7 @@ def test_failed_publish_leaves_scene_and_existing_output_as_they_were(scene, log
                 logic.publish(finished)
             assert scene_counts() == counts
         assert (fingerprint(output),
-                [output.GetNodeReferenceID(role) for role in module.REFERENCES]) == before
+                [output.GetNodeReferenceID(role) for role in REFERENCES]) == before
     finally:
         fused_file.write_bytes(intact)
         finished.output = None
@@ -447,7 +511,7 @@ def test_out_of_scope_result_shows_no_class_and_no_heatmap(scene, logic, finishe
         output = logic.publish(finished)
     finally:
         finished.result["classification"] = saved
-    verdict = output.GetAttribute(module.VERDICT)
+    verdict = output.GetAttribute(VERDICT)
     assert verdict == ("ClinicalFMamba: not brain MRI, no tumour verdict"
                        " (looks like a photograph)")
     assert output.GetNodeReference("Heatmap") is None
@@ -474,13 +538,15 @@ def test_out_of_scope_result_shows_no_class_and_no_heatmap(scene, logic, finishe
     (None, ""),
 ])
 def test_verdict_text(fields, expected):
-    assert module._verdictText(fields) == expected
+    assert verdictText(fields) == expected
 
 
 def test_torch_version_is_checked_without_importing_it():
     code = ("import sys\nsys.modules['torch'] = None\n"
             f"sys.path.insert(0, {str(ROOT / 'ClinicalFMamba')!r})\n"
-            "import ClinicalFMamba\nClinicalFMamba._checkTorchVersion()\n")
+            "import ClinicalFMamba\n"
+            "from ClinicalFMambaModuleLib.dependencies import checkTorchVersion\n"
+            "checkTorchVersion()\n")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, encoding="utf-8",
                             timeout=300)
     assert result.returncode == 0, result.stderr

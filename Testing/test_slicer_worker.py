@@ -150,13 +150,14 @@ print(json.dumps({{
     print(f"full-size fuse + classify through the module's logic: {run['seconds']:.1f} s")
     assert run["shape"] == run["shape_a"] == [155, 240, 240] and run["same_grid"]
     # The heatmap holds tumour probabilities at or above the evidence network's floor.
-    from ClinicalFMambaLib.tumour_evidence import HEATMAP_FLOOR
+    from ClinicalFMambaLib.clinical.tumour_evidence import HEATMAP_FLOOR
     assert run["heatmap_shape"] == run["shape"] and HEATMAP_FLOOR <= run["heatmap_max"] <= 1.0
     assert run["verdict"].startswith("ClinicalFMamba: ")
-    # torch could not be imported here, so no network ran here; nor was its code loaded:
-    networks = {"network", "volume_fusion", "classify", "fusion", "classifier_model"}
+    # torch could not be imported here, so no network ran here; nor was network code (the
+    # networks, fusion and training subpackages) or the command line loaded:
     assert "ClinicalFMambaLib.worker" in run["library_modules"]
-    assert not networks & {name.split(".")[-1] for name in run["library_modules"]}
+    assert not [name for name in run["library_modules"]
+                if name.split(".")[1:2] in (["networks"], ["fusion"], ["training"], ["cli"])]
     reports = run["reports"]
     assert reports == sorted(reports) and reports[-1] == 1.0
     # Fusion reports once per 3D patch (on the CPU the brain box is one patch: its end is
@@ -299,7 +300,7 @@ time.sleep(600)
 def test_folders_of_dead_callers_are_removed_at_the_next_start(scene, sample):
     """A caller killed after its worker ended leaves its folder; the next job removes it,
     and keeps the folder of a caller that is alive."""
-    from ClinicalFMambaLib.worker import FOLDER_PREFIX, JOB_FILE
+    from ClinicalFMambaLib.worker.protocol import FOLDER_PREFIX, JOB_FILE
 
     dead = subprocess.Popen([sys.executable, "-c", "pass"])
     dead.wait()
