@@ -77,15 +77,40 @@ def image_problem(prepared: np.ndarray, colour: float = 0.0) -> str | None:
     return None
 
 
+def stored_tensors(guard: ScopeGuard) -> dict[str, torch.Tensor]:
+    """What a guard file holds: the class means and the precision's Cholesky factor L
+    (precision = L L^T), its lower triangle packed row by row in float16, a quarter of the
+    float32 matrix (docs/research/results.md, "Weight storage")."""
+    k = guard.precision.shape[0]
+    rows, cols = torch.tril_indices(k, k)
+    factor = torch.linalg.cholesky(guard.precision.double())
+    return {"means": guard.means, "cholesky": factor[rows, cols].half()}
+
+
+def _precision(state: dict[str, torch.Tensor]) -> torch.Tensor:
+    """The precision of a loaded guard file: rebuilt from the packed Cholesky factor, or
+    stored whole (guard files written before the factor was)."""
+    if "precision" in state:
+        return state["precision"]
+    k = state["means"].shape[1]
+    rows, cols = torch.tril_indices(k, k)
+    factor = torch.zeros(k, k, dtype=torch.float64)
+    factor[rows, cols] = state["cholesky"].double()
+    return factor @ factor.T
+
+
 def save_scope_guard(guard: ScopeGuard, path: str | Path, extra: dict) -> str:
+    """Write ``guard`` (``stored_tensors``) with ``extra`` in its manifest entry; returns
+    the file's SHA-256."""
     config = {"model": "ScopeGuard", "threshold": guard.threshold,
               "shrinkage": SHRINKAGE}
-    return save_weights({"means": guard.means, "precision": guard.precision}, path, config,
-                        extra)
+    return save_weights(stored_tensors(guard), path, config, extra)
 
 
 def load_scope_guard(path: str | Path, verify: bool = True) -> ScopeGuard:
+    """The guard a file written by ``save_scope_guard`` holds (SHA-256 checked unless
+    ``verify`` is False)."""
     state, config = load_weights(path, verify=verify)
     if config.get("model") != "ScopeGuard":
         raise ValueError(f"{path} is not a scope guard (config model {config.get('model')!r})")
-    return ScopeGuard(state["means"], state["precision"], float(config["threshold"]))
+    return ScopeGuard(state["means"], _precision(state), float(config["threshold"]))

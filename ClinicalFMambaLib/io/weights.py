@@ -44,6 +44,21 @@ def manifest_entry(path: str | Path) -> dict | None:
     return _read_manifest(path.parent).get(path.name)
 
 
+def set_manifest_entry(path: str | Path, entry: dict) -> None:
+    """Replace the manifest's entry for a weights file with ``entry``."""
+    path = Path(path)
+    manifest = _read_manifest(path.parent)
+    manifest[path.name] = entry
+    (path.parent / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+
+
+def float16_storage(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """``state_dict`` with its float32 tensors as float16, half the file size
+    (``load_weights`` casts them back; other tensors are kept)."""
+    return {key: value.half() if value.dtype == torch.float32 else value
+            for key, value in state_dict.items()}
+
+
 def save_weights(state_dict: dict[str, torch.Tensor], path: str | Path, config: dict,
                  extra: dict | None = None) -> str:
     """Write ``state_dict`` with its config and register the file's SHA-256 in the manifest.
@@ -58,14 +73,14 @@ def save_weights(state_dict: dict[str, torch.Tensor], path: str | Path, config: 
     save_file(tensors, str(tmp), metadata={"config": json.dumps(config, sort_keys=True)})
     tmp.replace(path)
     digest = sha256_of(path)
-    manifest = _read_manifest(path.parent)
-    manifest[path.name] = {"sha256": digest, **(extra or {})}
-    (path.parent / MANIFEST_NAME).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+    set_manifest_entry(path, {"sha256": digest, **(extra or {})})
     return digest
 
 
 def load_weights(path: str | Path, verify: bool = True) -> tuple[dict[str, torch.Tensor], dict]:
-    """Return ``(state_dict, config)``; refuse a file whose hash is not the manifest's."""
+    """Return ``(state_dict, config)``; refuse a file whose hash is not the manifest's.
+
+    float16 and bfloat16 tensors come back as float32."""
     path = Path(path)
     if not path.exists():
         raise WeightsError(f"weights file not found: {path}")
@@ -79,7 +94,9 @@ def load_weights(path: str | Path, verify: bool = True) -> tuple[dict[str, torch
             raise WeightsError(f"{path} is corrupt or was modified: SHA-256 {actual} does not "
                                f"match the manifest's {entry['sha256']}")
     try:
-        state = load_file(str(path))
+        # Some files store float16 to keep the repository small; networks compute in float32.
+        state = {key: value.float() if value.dtype in (torch.float16, torch.bfloat16) else value
+                 for key, value in load_file(str(path)).items()}
         with safe_open(str(path), framework="pt") as handle:
             config = json.loads((handle.metadata() or {}).get("config", "{}"))
     except (SafetensorError, OSError, ValueError) as error:

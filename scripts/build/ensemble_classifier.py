@@ -7,7 +7,9 @@ Members come from ``clinicalfmamba train-classifier`` with the same data, split 
 and options and different ``--init-seed``; they must share classes, input size, architecture
 and normalisation. The validation split is derived again from ``--seed`` and
 ``--val-fraction`` and checked against the members' normalisation (the mean of their
-training images), so a member trained on another split is refused.
+training images), so a member trained on another split is refused. The ensemble is stored
+in float16 (``io.weights.float16_storage``; docs/research/results.md, "Weight storage") and
+measured as stored.
 
     python scripts/build/ensemble_classifier.py runs/classifier2d-members/member0.safetensors \\
         runs/classifier2d-members/member1.safetensors \\
@@ -31,7 +33,8 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from ClinicalFMambaLib.clinical.classifier import Classifier, prepared_probabilities
-from ClinicalFMambaLib.io.weights import load_weights, provenance, save_weights
+from ClinicalFMambaLib.io.weights import (float16_storage, load_weights, provenance,
+                                          save_weights)
 from ClinicalFMambaLib.networks.classifier_net import build_model
 from ClinicalFMambaLib.training.classifier_datasets import (list_class_folders, load_images,
                                                             stratified_split)
@@ -92,7 +95,7 @@ def main() -> int:
 
     ensemble_config = {**config, "arch": {**config["arch"], "members": len(states)}}
     ensemble = build_model(ensemble_config)
-    ensemble.load_state_dict(ensemble_state(states))
+    ensemble.load_state_dict(float16_storage(ensemble_state(states)))  # the stored values
     ensemble.eval()
     members = list(ensemble.members)
 
@@ -134,7 +137,8 @@ def main() -> int:
         extra["test"] = {**report["test"]["metrics"], "data": str(args.test_dir),
                          "member_accuracy": report["test"]["member_accuracy"],
                          "without_mirror": report["test"]["without_mirror"]}
-    digest = save_weights(ensemble.state_dict(), args.output, ensemble_config, extra)
+    digest = save_weights(float16_storage(ensemble.state_dict()), args.output, ensemble_config,
+                          extra)
     print(json.dumps({"output": str(args.output), "sha256": digest, **extra}, indent=1))
     return 0
 
