@@ -387,13 +387,13 @@ class ClinicalFMambaLogic(ScriptedLoadableModuleLogic):
         colour = inputs.checkColours(inputA, inputB, output)
         matrixA, matrixB = worldIJKToRAS(inputA), worldIJKToRAS(inputB)
         a = np.array(slicer.util.arrayFromVolume(inputA))
-        b, warning = onGridOf(inputA, matrixA, inputB, matrixB)
+        b, warnings = onGridOf(inputA, matrixA, inputB, matrixB)
+        warnings += inputs.emptyWarnings(inputA, a, inputB, b)
         options = dict(model=model, device=device, classify=classify, metrics=metrics,
                        emphasis=None if emphasis is None else float(emphasis),
                        heatmapOpacity=heatmapOpacity, colour=colour,
                        classifier=str(Path(classifier).resolve()) if classifier else None)
-        return FusionJob(inputA, inputB, output, a, b, matrixA, options,
-                         [warning] if warning else [], LIBRARY_ROOT)
+        return FusionJob(inputA, inputB, output, a, b, matrixA, options, warnings, LIBRARY_ROOT)
 
     @staticmethod
     def publish(job: FusionJob):
@@ -406,14 +406,14 @@ class ClinicalFMambaLogic(ScriptedLoadableModuleLogic):
     @staticmethod
     def loadVolume(path: str | Path, name: str | None = None):
         """Read a volume file into a new scalar (or colour vector) volume node; a truncated
-        or corrupt file is refused by name (the library's check: the reader would fill the
-        missing voxels with zeros)."""
-        from ClinicalFMambaLib.io.files import check_complete_file
+        or corrupt file, a 4D file or a single slice is refused by name (the library's check:
+        the reader would fill missing voxels with zeros, or read one volume of several)."""
+        from ClinicalFMambaLib.io.volumes import check_readable_volume
 
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"volume file not found: {path}")
-        check_complete_file(path)
+        check_readable_volume(path)
         storage = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLVolumeArchetypeStorageNode")
         storage.SetFileName(str(path))
         node = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLScalarVolumeNode",

@@ -14,18 +14,8 @@ import pytest
 import SimpleITK as sitk
 import torch
 from bad_inputs import (  # noqa: F401 (crops: the fixture that pair uses)
-    CT_PAIR,
-    SAMPLE,
-    assert_refused,
-    cli,
-    copy,
-    crops,
-    needs_data,
-    pair,
-    signalled,
-    signalled_during_write,
-    snapshot,
-)
+    CT_PAIR, SAMPLE, assert_refused, cli, copy, crops, needs_data, pair, signalled,
+    signalled_during_write, snapshot)
 
 from ClinicalFMambaLib.core.errors import InvalidResultError
 from ClinicalFMambaLib.fusion import image_files

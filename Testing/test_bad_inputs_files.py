@@ -11,19 +11,8 @@ import numpy as np
 import pytest
 import SimpleITK as sitk
 from bad_inputs import (  # noqa: F401 (crops: the fixture that pair uses)
-    CT_PAIR,
-    SAMPLE,
-    SPECT_PAIR,
-    assert_refused,
-    cli,
-    cli_process,
-    copy,
-    crops,
-    needs_data,
-    pair,
-    snapshot,
-    write_volume,
-)
+    CT_PAIR, SAMPLE, SPECT_PAIR, assert_refused, cli, cli_process, copy, crops, needs_data, pair,
+    snapshot, write_volume)
 from PIL import Image
 
 from ClinicalFMambaLib.core.errors import InputError
@@ -323,9 +312,10 @@ def test_unsupported_input_format_is_named(tmp_path):
 
 def test_two_colour_images_are_refused(tmp_path):
     spect = SPECT_PAIR[1]
-    assert_refused(cli("fuse", spect, spect, "-o", tmp_path / "f.png", "--device", "cpu"), 2,
+    other = copy(spect, tmp_path / "inputs" / "spect.png")  # A = B is refused before this
+    assert_refused(cli("fuse", spect, other, "-o", tmp_path / "f.png", "--device", "cpu"), 2,
                    "both inputs are colour", "grey anatomical")
-    assert list(tmp_path.iterdir()) == []
+    assert list(tmp_path.iterdir()) == [tmp_path / "inputs"]
 
 
 def test_a_file_and_a_folder_are_refused(tmp_path):

@@ -12,17 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from bad_inputs import (  # noqa: F401 (crops: the fixture that pair uses)
-    CT_PAIR,
-    SAMPLE,
-    assert_refused,
-    cli,
-    cli_process,
-    copy,
-    crops,
-    needs_data,
-    pair,
-    snapshot,
-)
+    CT_PAIR, SAMPLE, assert_refused, cli, cli_process, copy, crops, needs_data, pair, snapshot)
 from PIL import Image
 
 pytestmark = needs_data

@@ -16,11 +16,11 @@ import pytest
 import torch
 
 from ClinicalFMambaLib.evaluation.demo import SAMPLE_DIR
-from ClinicalFMambaLib.evaluation.objective import DETAIL_METRICS, MetricObjective
 from ClinicalFMambaLib.fusion.inference import emphasis_of, parse_emphasis, set_emphasis
 from ClinicalFMambaLib.io.weights import save_weights
 from ClinicalFMambaLib.networks.fusion_net import (DEFAULT_CONFIGS, DEFAULT_EMPHASIS, FusionNet,
                                                    source_detail)
+from ClinicalFMambaLib.objective.metric_objective import DETAIL_METRICS, MetricObjective
 from ClinicalFMambaLib.training.fusion_training import _load_start
 
 torch.set_num_threads(1)  # other jobs share the CPU
@@ -156,8 +156,9 @@ def test_fuse_refuses_a_bad_emphasis_in_one_line(tmp_path, value):
 
 
 def test_emphasis_for_volumes_needs_the_2d_network(tmp_path):
-    volume = ROOT / "Resources" / "sample" / "volume" / "TCGA-DU-7294_t2.nii.gz"
-    result = cli("fuse", str(volume), str(volume), "-o", str(tmp_path / "f.nii.gz"),
+    volumes = ROOT / "Resources" / "sample" / "volume"
+    result = cli("fuse", str(volumes / "TCGA-DU-7294_t2.nii.gz"),
+                 str(volumes / "TCGA-DU-7294_flair.nii.gz"), "-o", str(tmp_path / "f.nii.gz"),
                  "--emphasis", "0.5")
     assert result.returncode == 2
     assert result.stderr.strip().splitlines() == [

@@ -18,6 +18,7 @@ import SimpleITK as sitk
 import torch
 from PIL import Image
 
+from ClinicalFMambaLib.core.errors import OutputError
 from ClinicalFMambaLib.cli.main import main
 from ClinicalFMambaLib.clinical.wording import volume_verdict
 from ClinicalFMambaLib.evaluation.metrics import METRIC_NAMES
@@ -278,14 +279,16 @@ def test_volumes_fuse_on_the_first_volumes_grid(tmp_path, capsys):
 
 
 def test_model_3d_needs_volumes_and_3d_weights(tmp_path, capsys):
-    picture = tmp_path / "a.png"
-    Image.fromarray(np.zeros((32, 32), np.uint8)).save(picture)
-    assert fuse_cli(picture, picture, tmp_path / "f.png", "--model", "3d") == 2
+    pictures = [tmp_path / "a.png", tmp_path / "b.png"]
+    for picture in pictures:
+        Image.fromarray(np.zeros((32, 32), np.uint8)).save(picture)
+    assert fuse_cli(*pictures, tmp_path / "f.png", "--model", "3d") == 2
     assert "fuses volumes" in capsys.readouterr().err
-    volume = tmp_path / "volume.nii.gz"
-    _volume(volume, np.zeros((6, 32, 32), np.int16))
+    volumes = [tmp_path / "a.nii.gz", tmp_path / "b.nii.gz"]
+    for volume in volumes:
+        _volume(volume, np.zeros((6, 32, 32), np.int16))
     if not bundled(BUNDLED_MODELS[3]).exists():
-        assert fuse_cli(volume, volume, tmp_path / "fused.nii.gz", "--model", "3d") == 2
+        assert fuse_cli(*volumes, tmp_path / "fused.nii.gz", "--model", "3d") == 2
         assert "not bundled" in capsys.readouterr().err
     assert not (tmp_path / "fused.nii.gz").exists()
 
@@ -345,7 +348,7 @@ def test_failed_write_leaves_no_file(tmp_path, monkeypatch):
         raise RuntimeError("disk full")
 
     monkeypatch.setattr(image_io.sitk, "WriteImage", broken)
-    with pytest.raises(RuntimeError, match="disk full"):
+    with pytest.raises(OutputError, match="the writer stopped \\(disk full\\)"):
         image_io.write_image(tmp_path / "fused.nii.gz", np.zeros((8, 8), np.float32))
     assert list(tmp_path.iterdir()) == []
 

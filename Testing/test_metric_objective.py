@@ -8,11 +8,11 @@ import pytest
 import torch
 
 from ClinicalFMambaLib.evaluation.metrics import fusion_metrics
-from ClinicalFMambaLib.evaluation.objective import (OBJECTIVE_METRICS, MetricObjective,
-                                                    axial_slices, entropy, metric_surrogates,
-                                                    mutual_information)
-from ClinicalFMambaLib.fusion.baselines import BASELINES, laplacian_pyramid_fusion
 from ClinicalFMambaLib.networks.fusion_net import image_batch
+from ClinicalFMambaLib.objective.baselines import BASELINES, laplacian_pyramid_fusion
+from ClinicalFMambaLib.objective.metric_objective import MetricObjective, axial_slices
+from ClinicalFMambaLib.objective.surrogates import (OBJECTIVE_METRICS, entropy, metric_surrogates,
+                                                    mutual_information)
 
 torch.set_num_threads(1)
 HARVARD = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "harvard"

@@ -13,7 +13,7 @@ from ClinicalFMambaLib.evaluation import metrics as M
 from ClinicalFMambaLib.evaluation.ranking import beats_best_baseline
 from ClinicalFMambaLib.evaluation.volume_metrics import (_ssim_and_cs, ms_ssim, ms_ssim_scales,
                                                          volume_metrics)
-from ClinicalFMambaLib.fusion import baselines as B
+from ClinicalFMambaLib.objective import baselines as B
 
 DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 

@@ -530,9 +530,12 @@ def test_out_of_scope_result_shows_no_class_and_no_heatmap(scene, logic, finishe
     ({"prediction": "uncertain", "tumour_probability": 0.45, "probabilities": [0.2, 0.1, 0.55,
                                                                                0.15]},
      "ClinicalFMamba: uncertain, no tumour verdict (tumour probability 45%)"),
-    ({"prediction": "glioma", "tumour_probability": 0.91, "probabilities": [0.5, 0.3, 0.09,
-                                                                           0.11]},
-     "ClinicalFMamba: tumour (91%), type suggestion glioma (not validated on volumes)"),
+    ({"prediction": "tumour", "tumour_probability": 0.91, "tumour_type": None,
+      "probabilities": [0.09, 0.91]},
+     "ClinicalFMamba: tumour (91%), type undetermined (no tumour-type model is validated on "
+     "volumes)"),
+    ({"prediction": "notumor", "tumour_probability": 0.12, "probabilities": [0.88, 0.12]},
+     "ClinicalFMamba: notumor (88%)"),
     ({"in_scope": False, "prediction": None, "probabilities": [0.9, 0.1, 0, 0]},
      "ClinicalFMamba: not brain MRI, no tumour verdict"),
     (None, ""),
@@ -561,3 +564,79 @@ def test_truncated_volume_file_is_refused_without_a_node(scene, tmp_path):
         module.ClinicalFMambaLogic.loadVolume(truncated)
     assert "\n" not in str(raised.value)
     assert slicer.mrmlScene.GetNumberOfNodes() == nodes
+
+
+def test_4d_file_is_refused_as_4d_without_a_node(scene, tmp_path):
+    """Two time points in one file: named as 4D, not "not a readable volume"."""
+    import SimpleITK as sitk
+
+    source = sitk.ReadImage(str(module.SAMPLE_DIR / module.SAMPLE_FILES[0]))
+    path = tmp_path / "two_times.nii.gz"
+    sitk.WriteImage(sitk.JoinSeries([source, source]), str(path))
+    nodes = slicer.mrmlScene.GetNumberOfNodes()
+    with pytest.raises(ValueError, match="is a 4D image"):
+        module.ClinicalFMambaLogic.loadVolume(path)
+    assert slicer.mrmlScene.GetNumberOfNodes() == nodes
+
+
+def volume_beside(reference, name: str, voxels: np.ndarray, shift_mm: float = 0.0):
+    """A new volume node with ``voxels`` on ``reference``'s grid, moved by ``shift_mm`` in R."""
+    node = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", name)
+    slicer.util.updateVolumeFromArray(node, voxels)
+    matrix = matrix_of(reference)
+    matrix[0, 3] += shift_mm
+    node.SetIJKToRASMatrix(slicer.util.vtkMatrixFromArray(matrix))
+    return node
+
+
+def test_volume_b_outside_a_is_refused_as_the_command_line_refuses_it(scene, sample, logic):
+    volume_a, volume_b = sample
+    far = volume_beside(volume_b, "far B", slicer.util.arrayFromVolume(volume_b).copy(), 1e4)
+    try:
+        with pytest.raises(ValueError, match="does not overlap volume A"):
+            logic.prepare(volume_a, far, classify=False)
+    finally:
+        slicer.mrmlScene.RemoveNode(far)
+
+
+def test_volume_b_covering_a_in_part_and_empty_volume_b_are_said(scene, sample, logic):
+    volume_a, volume_b = sample
+    voxels = slicer.util.arrayFromVolume(volume_b)
+    half = volume_beside(volume_b, "half B", voxels.copy(), 96.0)  # 48 of 96 columns of 2 mm
+    empty = volume_beside(volume_b, "empty B", np.zeros_like(voxels))
+    try:
+        assert any("covers 50% of volume A" in message
+                   for message in logic.prepare(volume_a, half, classify=False).warnings)
+        assert ("volume B ('empty B') is empty (every voxel is 0): it adds nothing to the fused "
+                "result") in logic.prepare(volume_a, empty, classify=False).warnings
+    finally:
+        slicer.mrmlScene.RemoveNode(half)
+        slicer.mrmlScene.RemoveNode(empty)
+
+
+def test_failed_write_into_an_existing_output_puts_it_back(scene, logic, finished, monkeypatch):
+    """The last write of a publish (the fused voxels into the chosen output) fails after the
+    output took A's grid: the output keeps its own 4x4x4 voxels and grid, nothing is added."""
+    output = slicer.mrmlScene.AddNewNodeByClass("vtkMRMLScalarVolumeNode", "old result")
+    slicer.util.updateVolumeFromArray(output, np.arange(64, dtype=np.float32).reshape(4, 4, 4))
+    output.SetIJKToRASMatrix(slicer.util.vtkMatrixFromArray(np.diag([3.0, 3.0, 3.0, 1.0])))
+    before, counts = fingerprint(output), scene_counts()
+
+    update = slicer.util.updateVolumeFromArray
+
+    def out_of_memory_for_the_output(node, voxels):
+        if node is output:
+            raise MemoryError("no memory for the fused voxels")
+        update(node, voxels)
+
+    monkeypatch.setattr(slicer.util, "updateVolumeFromArray", out_of_memory_for_the_output)
+    finished.output = output
+    try:
+        with pytest.raises(MemoryError):
+            logic.publish(finished)
+    finally:
+        finished.output = None
+        monkeypatch.undo()
+    assert fingerprint(output) == before
+    assert scene_counts() == counts
+    slicer.mrmlScene.RemoveNode(output)

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from ClinicalFMambaLib.evaluation.objective import MetricObjective
 from ClinicalFMambaLib.fusion.inference import BUNDLED_MODELS, load_fusion_model
 from ClinicalFMambaLib.io.weights import bundled
+from ClinicalFMambaLib.objective.metric_objective import MetricObjective
 from ClinicalFMambaLib.training.brain3d_data import load_case
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -35,7 +35,7 @@ def test_sobel_sees_edges_across_slices_in_3d():
 
 @needs_data
 def test_metric_optimum_improves_the_objective_from_its_start():
-    from ClinicalFMambaLib.evaluation.objective import MetricObjective
+    from ClinicalFMambaLib.objective.metric_objective import MetricObjective
     from ClinicalFMambaLib.training.harvard_data import find_pairs, load_luma_pair
 
     a, b = (x[96:160, 96:160] for x in load_luma_pair(find_pairs(HARVARD)[0]))

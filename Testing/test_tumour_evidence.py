@@ -314,17 +314,23 @@ def test_glioma_volume_gets_a_tumour_verdict_and_a_localising_heatmap(model, tcg
     flair, seg = tcga_slab
     result = classify_volume(model, flair)
     assert result.in_scope
-    assert result.tumour_probability is not None and result.prediction not in ("notumor", None)
+    assert result.tumour_probability is not None and result.prediction == "tumour"
+    assert result.classes == ("notumor", "tumour") and result.tumour_type is None
     has = (seg > 0).any(axis=(1, 2))
-    tumour_column = 1.0 - result.slice_probabilities[:, model.no_tumour_index]
+    tumour_column = result.slice_probabilities[:, 1]
     assert tumour_column[has].mean() > tumour_column[~has].mean()
     heat = result.heatmap
     assert heat.shape == flair.shape and heat.min() >= 0 and heat.max() <= 1
     assert (heat[has] * (seg[has] > 0)).sum() / heat[has].sum() > 0.3
-    # The text says tumour and offers the 2D classifier's type only as a suggestion.
-    line = verdict_line({"input": "flair.nii.gz", **result_record(result)})
-    assert line.startswith("flair.nii.gz: tumour, type suggestion ")
-    assert "not validated on volumes" in line and "tumour probability" in line
+    # The text says tumour and names no type: none is validated on volumes.
+    record = result_record(result)
+    assert record["prediction"] == "tumour" and record["tumour_type"] is None
+    line = verdict_line({"input": "flair.nii.gz", **record})
+    assert line.startswith("flair.nii.gz: tumour, type undetermined (no tumour-type model is "
+                           "validated on volumes)")
+    assert "tumour probability" in line
+    for name in ("glioma", "meningioma", "pituitary"):
+        assert name not in line
 
 
 def test_feature_ablation_takes_a_smoothing_outside_its_sweep(monkeypatch):

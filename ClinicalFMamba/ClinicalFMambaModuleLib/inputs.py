@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+
 MODEL_CHOICES = ("auto", "2d", "3d")  # ClinicalFMambaLib.fusion.volumes.MODEL_KINDS
 DEVICE_CHOICES = ("auto", "cpu", "cuda")
 
@@ -50,6 +52,14 @@ def checkColours(inputA, inputB, output) -> bool:
         raise ValueError(f"output {output.GetName()!r} must be {kind} volume for this pair;"
                          " leave it empty to create a new one")
     return colour
+
+
+def emptyWarnings(inputA, a: np.ndarray, inputB, b: np.ndarray) -> list[str]:
+    """A volume whose voxels are all 0 adds nothing to the fusion: said, as the command line
+    says it (B once it is on A's grid)."""
+    return [f"volume {label} ({node.GetName()!r}) is empty (every voxel is 0): it adds "
+            "nothing to the fused result"
+            for label, node, array in (("A", inputA, a), ("B", inputB, b)) if not array.any()]
 
 
 def isColour(node) -> bool:

@@ -54,6 +54,26 @@ def placeLike(node, reference, array: np.ndarray) -> None:
     node.CreateDefaultDisplayNodes()
 
 
+def volumeState(node) -> tuple:
+    """What ``placeLike`` changes in a volume node (grid, transform, voxels), copied so that
+    an existing output can be put back when writing into it fails midway."""
+    matrix = vtk.vtkMatrix4x4()
+    node.GetIJKToRASMatrix(matrix)
+    image = None
+    if node.GetImageData() is not None:
+        image = vtk.vtkImageData()
+        image.DeepCopy(node.GetImageData())
+    return matrix, node.GetTransformNodeID(), image
+
+
+def restoreVolume(node, state: tuple) -> None:
+    """Put back what ``volumeState`` copied."""
+    matrix, transformID, image = state
+    node.SetIJKToRASMatrix(matrix)
+    node.SetAndObserveTransformNodeID(transformID)
+    node.SetAndObserveImageData(image)
+
+
 def placeBeside(node, reference) -> None:
     """Put ``node`` in the same subject-hierarchy folder (patient, study) as ``reference``."""
     sh = slicer.vtkMRMLSubjectHierarchyNode.GetSubjectHierarchyNode(slicer.mrmlScene)

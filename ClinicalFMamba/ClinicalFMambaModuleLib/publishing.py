@@ -12,7 +12,7 @@ from .errors import Cancelled, WorkerFailed
 from .fusion_job import FusionJob
 from .heatmap import styleHeatmap
 from .nodes import (EMPHASIS, REFERENCES, VERDICT, fillTable, newNode, placeBeside, placeLike,
-                    removeNode)
+                    removeNode, restoreVolume, volumeState)
 from .verdict import verdictText, verdictWord
 from .volume_files import readVolumeArray
 
@@ -28,7 +28,7 @@ def publish(job: FusionJob):
     _checkPublishable(job)
     from ClinicalFMambaLib.worker import protocol
 
-    created = []
+    created, state = [], None
     try:
         name = (job.output.GetName() if job.output is not None
                 else slicer.mrmlScene.GenerateUniqueName(_outputName(job)))
@@ -53,8 +53,12 @@ def publish(job: FusionJob):
                              else "vtkMRMLScalarVolumeNode", name)
             placeBeside(output, job.inputA)
         previous = [output.GetNodeReference(role) for role in REFERENCES]
+        if job.output is not None:
+            state = volumeState(output)
         placeLike(output, job.inputA, fused)  # an existing output: the one write, last
     except Exception:
+        if state is not None:  # a write into the existing output failed midway
+            restoreVolume(job.output, state)
         for node in reversed(created):
             removeNode(node)
         raise

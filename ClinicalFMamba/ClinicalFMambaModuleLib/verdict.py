@@ -28,13 +28,13 @@ def verdictText(result: dict | None) -> str:
             why.append(f"tumour probability {result['tumour_probability']:.0%}")
         why = "; ".join(text for text in why if text)
         return f"ClinicalFMamba: {word}, no tumour verdict" + (f" ({why})" if why else "")
-    if result.get("tumour_probability") is not None and word != "notumor":
-        # A volume: the type is the 2D classifier's suggestion, unvalidated on volumes
-        # (docs/classifier.md), so the verdict is the calibrated tumour probability.
-        from ClinicalFMambaLib.clinical.wording import type_suggestion
+    if result.get("tumour_probability") is not None and word == "tumour":
+        # A volume: the verdict is the calibrated tumour probability; no type is named where
+        # no type model is validated on volumes.
+        from ClinicalFMambaLib.clinical.wording import tumour_type_text
 
         return (f"ClinicalFMamba: tumour ({result['tumour_probability']:.0%}), "
-                f"{type_suggestion(word)}")
+                f"{tumour_type_text(result)}")
     return f"ClinicalFMamba: {word} ({max(result['probabilities']):.0%})"
 
 

@@ -3,8 +3,8 @@ measure the result, and see what a tumour classifier makes of it.
 
 Start with `clinicalfmamba demo`, then `clinicalfmamba fuse A B -o OUT`. Exit codes: 0 done,
 1 internal error, 2 bad input or option, 3 output cannot be written, 4 invalid network
-output, 5 some pairs of a folder failed, 129/130/143 hang-up/interrupted/terminated
-(README.md).
+output, 5 some pairs of a folder (or subject-sessions of a cohort) failed, 129/130/143
+hang-up/interrupted/terminated (README.md).
 """
 
 from __future__ import annotations
@@ -23,13 +23,15 @@ DEBUG_VARIABLE = "CLINICALFMAMBA_DEBUG"  # set to 1 to let unexpected errors sho
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from . import classify_commands, evaluate_commands, fuse_commands, train_commands
+    from . import (classify_commands, cohort_commands, evaluate_commands, fuse_commands,
+                   train_commands)
 
     parser = argparse.ArgumentParser(prog="clinicalfmamba", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for group in (fuse_commands, evaluate_commands, train_commands, classify_commands):
+    for group in (fuse_commands, evaluate_commands, train_commands, classify_commands,
+                  cohort_commands):
         group.register(commands)
     return parser
 

@@ -22,7 +22,7 @@ TRAIN_DEFAULTS = {
 
 def parse_metric_weight(text: str) -> tuple[str, float]:
     """``NAME=W`` of --metric-weight, checked against the objective's metrics."""
-    from ..evaluation.objective import OBJECTIVE_METRICS
+    from ..objective.surrogates import OBJECTIVE_METRICS
 
     name, _, weight = text.partition("=")
     if name not in OBJECTIVE_METRICS:
@@ -211,7 +211,7 @@ def register(commands) -> None:
     p.add_argument("--objective", choices=("paper", "metrics"), default="paper",
                    help="paper: the paper's intensity/gradient/SSIM loss; metrics: reward the "
                         "8-bit fusion metrics over the best classical baseline of each image "
-                        "(ClinicalFMambaLib/evaluation/objective.py; default: %(default)s)")
+                        "(ClinicalFMambaLib/objective/metric_objective.py; default: %(default)s)")
     p.add_argument("--deficit-weight", type=float, default=1.0,
                    help="metrics objective: how many times a metric's shortfall against the "
                         "best baseline counts compared with its gain (1: symmetric; default: "

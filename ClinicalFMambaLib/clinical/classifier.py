@@ -13,7 +13,8 @@ feature maps A_k (of the image and its left-right mirror, averaged; of every mem
 ensemble, side by side). It is computed in the same forward pass as the probabilities (no
 backward pass) and upsampled bilinearly to the input's resolution.
 
-Volumes: see ``volume_verdict.classify_volume`` for the slice orientation and how the tumour-evidence
+Volumes: see ``volume_verdict.classify_volume`` for the slice orientation and how the
+tumour-evidence
 network (``tumour_evidence``) and the classifier combine into the volume verdict.
 
 Scope: with the bundled weights a scope guard (``scope_guard``) refuses inputs that are not
@@ -142,7 +143,8 @@ def prepared_probabilities(model: Classifier, images01: np.ndarray, batch_size: 
 
 
 @torch.no_grad()
-def class_activation_maps(model: Classifier, features: torch.Tensor, class_index: torch.Tensor) -> torch.Tensor:
+def class_activation_maps(model: Classifier, features: torch.Tensor,
+                          class_index: torch.Tensor) -> torch.Tensor:
     """Raw class activation maps (N, S, S) at the model's input resolution."""
     weight = model.net.class_weights()[class_index.to(features.device)]  # (N, K)
     cam = F.relu(torch.einsum("nk,nkhw->nhw", weight, features))
@@ -164,7 +166,7 @@ def classify_images(model: Classifier, images: Sequence[np.ndarray],
 
 
 def scope_decisions(model: Classifier, prepared: np.ndarray, summary: torch.Tensor,
-           colour: Sequence[float] | None = None) -> tuple[np.ndarray, list[str | None]]:
+                    colour: Sequence[float] | None = None) -> tuple[np.ndarray, list[str | None]]:
     """Per prepared image: in scope (bool) and, when not, why."""
     colour = colour if colour is not None else [0.0] * len(prepared)
     problems = [image_problem(image, c) for image, c in zip(prepared, colour)]

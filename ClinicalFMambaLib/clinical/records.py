@@ -20,6 +20,7 @@ def result_record(result: ImageResult | VolumeResult, slices: bool = False) -> d
     if isinstance(result, VolumeResult):
         record.update({"tumour_probability": (None if result.tumour_probability is None
                                               else round(result.tumour_probability, 6)),
+                       "tumour_type": result.tumour_type,
                        "heatmap_class": result.heatmap_class,
                        "slices": int(len(result.slice_probabilities)),
                        "eligible_slices": int(result.eligible.sum())})

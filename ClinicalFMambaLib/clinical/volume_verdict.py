@@ -13,10 +13,13 @@ import torch
 from ..core.errors import Cancelled
 from .classifier import Classifier, class_activation_maps, forward_views, scope_decisions
 from .tumour_evidence import slice_evidence, tumour_verdict, volume_tumour_probability
-from .volumes import MIN_BRAIN_FRACTION, prepare_volume_sizes, slices_to_volume
+from .volumes import MIN_BRAIN_FRACTION, noise_problem, prepare_volume_sizes, slices_to_volume
 
 # A volume is brain MRI when at least this share of its eligible slices passes the guard.
 MIN_IN_SCOPE_SLICES = 0.5
+# The tumour evidence's verdicts, as a volume record names them; its two classes.
+VOLUME_VERDICTS = {"tumour": "tumour", "no tumour": "notumor", "uncertain": "uncertain"}
+EVIDENCE_CLASSES = ("notumor", "tumour")
 
 
 # --------------------------------------------------------------------------- volumes
@@ -62,27 +65,20 @@ class VolumeResult:
 
     @property
     def prediction(self) -> str | None:
-        """A class; "uncertain" when the tumour evidence is neither strong nor absent;
-        None out of scope."""
+        """With the tumour evidence: "tumour", "notumor" or "uncertain" (a tumour type is not
+        named: no type model is validated on volumes, ``tumour_type``); with a classifier
+        trained on volumes alone: its most likely class. None out of scope."""
         if not self.in_scope:
             return None
-        if self.tumour_probability is not None and \
-                tumour_verdict(self.tumour_probability) == "uncertain":
-            return "uncertain"
+        if self.tumour_probability is not None:
+            return VOLUME_VERDICTS[tumour_verdict(self.tumour_probability)]
         return self.classes[int(np.argmax(self.probabilities))]
 
-
-def _tumour_type_split(model: Classifier, slice_probs: np.ndarray, tumour: np.ndarray
-                       ) -> np.ndarray:
-    """(Z, C) probabilities: 1 - ``tumour`` for no tumour, ``tumour`` shared among the
-    tumour classes in the classifier's proportions."""
-    index = model.no_tumour_index
-    types = slice_probs.copy()
-    types[:, index] = 0.0
-    types /= np.maximum(types.sum(1, keepdims=True), 1e-12)
-    out = types * tumour[:, None]
-    out[:, index] = 1.0 - tumour
-    return out
+    @property
+    def tumour_type(self) -> str | None:
+        """The tumour's type where a type model validated on volumes gives it: none does yet
+        (the 2D classifier's type named every brain3d glioma meningioma, docs/classifier.md)."""
+        return None
 
 
 def classify_volume(model: Classifier, volume: np.ndarray, batch_size: int = 16,
@@ -131,7 +127,8 @@ def classify_volume(model: Classifier, volume: np.ndarray, batch_size: int = 16,
             progress(min(start + batch_size, total), total)
     slice_probs = torch.cat(probs).numpy()
     volume_probs, eligible = aggregate_slices(slice_probs, slices.brain_area)
-    in_scope, reason = _volume_scope(model, slices.images, torch.cat(summaries), eligible)
+    in_scope, reason = _volume_scope(model, volume, slices.images, torch.cat(summaries),
+                                     eligible)
     if not in_scope:
         return VolumeResult(model.classes, slice_probs, slices.brain_area, eligible,
                             volume_probs, None, None, int(slices.orientation.axes[0]),
@@ -141,14 +138,9 @@ def classify_volume(model: Classifier, volume: np.ndarray, batch_size: int = 16,
             raise Cancelled("volume classification cancelled")
         evidence = slice_evidence(model.evidence, evidence_slices[0])
         tumour = volume_tumour_probability(evidence.probabilities, evidence.eligible)
-        weights = np.where(evidence.eligible, evidence.probabilities, 0.0)
-        if weights.sum() <= 0:
-            weights = evidence.eligible.astype(np.float64)
-        type_mix = (weights[:, None] * slice_probs).sum(0) / weights.sum()
-        return VolumeResult(model.classes,
-                            _tumour_type_split(model, slice_probs, evidence.probabilities),
-                            evidence.brain_area, evidence.eligible,
-                            _tumour_type_split(model, type_mix[None], np.array([tumour]))[0],
+        per_slice = np.column_stack([1 - evidence.probabilities, evidence.probabilities])
+        return VolumeResult(EVIDENCE_CLASSES, per_slice, evidence.brain_area, evidence.eligible,
+                            np.array([1 - tumour, tumour]),
                             evidence.heatmap if heatmap else None,
                             "tumour" if heatmap else None, int(slices.orientation.axes[0]),
                             True, None, tumour)
@@ -162,7 +154,8 @@ def classify_volume(model: Classifier, volume: np.ndarray, batch_size: int = 16,
         if not 0 <= class_index < len(model.classes):
             raise ValueError(f"class_index {class_index} out of range")
         heat_class = model.classes[class_index]
-        maps = torch.cat([class_activation_maps(model, f, torch.full((len(f),), class_index)) for f in features])
+        maps = torch.cat([class_activation_maps(model, f, torch.full((len(f),), class_index))
+                          for f in features])
         maps *= torch.from_numpy(slice_probs[:, class_index]).float()[:, None, None]
         heat = slices_to_volume(maps, slices)
         peak = float(heat.max())
@@ -172,9 +165,12 @@ def classify_volume(model: Classifier, volume: np.ndarray, batch_size: int = 16,
                         heat, heat_class, int(slices.orientation.axes[0]))
 
 
-def _volume_scope(model: Classifier, images: np.ndarray, summary: torch.Tensor,
-                  eligible: np.ndarray) -> tuple[bool, str | None]:
-    """Brain MRI when most eligible slices pass the scope guard."""
+def _volume_scope(model: Classifier, volume: np.ndarray, images: np.ndarray,
+                  summary: torch.Tensor, eligible: np.ndarray) -> tuple[bool, str | None]:
+    """Brain MRI when it is no noise and most eligible slices pass the scope guard."""
+    problem = noise_problem(volume)
+    if problem is not None:
+        return False, problem
     in_scope, _ = scope_decisions(model, images[eligible], summary[torch.from_numpy(eligible)])
     share = float(in_scope.mean()) if len(in_scope) else 0.0
     if share >= MIN_IN_SCOPE_SLICES:

@@ -17,16 +17,20 @@ def verdict_line(record: dict) -> str:
             f"(tumour probability {tumour:.2f}; {shown})")
 
 
+# A volume record's ``tumour_type`` is null until a type model is validated on volumes: the
+# 2D classifier, trained on JPEGs, named every brain3d glioma meningioma (docs/classifier.md).
+TYPE_UNDETERMINED = "type undetermined (no tumour-type model is validated on volumes)"
+
+
 def volume_verdict(record: dict) -> str:
-    """A volume's verdict in words. The tumour type comes from the 2D classifier, trained on
-    JPEGs; on volumes it is unvalidated (docs/classifier.md: it named both brain3d gliomas
-    meningioma), so it is given as a suggestion, not as the verdict."""
+    """A volume's verdict in words: "tumour" with its type or that the type is undetermined,
+    "notumor" or "uncertain"."""
     prediction = record["prediction"]
-    if prediction in ("uncertain", "notumor"):
+    if prediction != "tumour":
         return prediction
-    return f"tumour, {type_suggestion(prediction)}"
+    return f"tumour, {tumour_type_text(record)}"
 
 
-def type_suggestion(prediction: str) -> str:
+def tumour_type_text(record: dict) -> str:
     """How a volume's tumour type is worded wherever it is shown (CLI, Slicer module)."""
-    return f"type suggestion {prediction} (not validated on volumes)"
+    return f"type {record['tumour_type']}" if record.get("tumour_type") else TYPE_UNDETERMINED

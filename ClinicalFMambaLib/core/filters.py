@@ -14,20 +14,56 @@ def gaussian_window(size: int = 11, sigma: float = 1.5) -> list[float]:
     return (g / g.sum()).tolist()
 
 
+def _pad_axis(x: torch.Tensor, dim: int, pad: int) -> torch.Tensor:
+    return F.pad(x, [0, 0] * (x.dim() - 1 - dim) + [pad, pad])
+
+
+def _shifted_sum(x: torch.Tensor, taps: list[float], dim: int) -> torch.Tensor:
+    """sum_k taps[k] * x shifted by k: each product then each sum rounded as written out,
+    into two buffers (fewer allocations, the same values)."""
+    length = x.shape[dim] - len(taps) + 1
+    out = term = None
+    for offset, tap in enumerate(taps):
+        if tap:
+            piece = x.narrow(dim, offset, length)
+            if out is None:
+                out = tap * piece
+            else:
+                term = torch.mul(piece, tap, out=term)
+                out.add_(term)
+    return out
+
+
+class _Correlate(torch.autograd.Function):
+    """'Valid' correlation along one dimension whose backward pass is the correlation of the
+    zero-padded gradient with the reversed taps: autograd's own backward of the slices
+    would fill a zero image per tap, which costs twice the forward pass."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, taps: list[float], dim: int) -> torch.Tensor:
+        ctx.taps, ctx.dim = taps, dim
+        return _shifted_sum(x, taps, dim)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        taps = ctx.taps[::-1]
+        padded = _pad_axis(grad, ctx.dim, len(taps) - 1)
+        length = padded.shape[ctx.dim] - len(taps) + 1
+        out = torch.zeros_like(padded.narrow(ctx.dim, 0, length))
+        for offset, tap in enumerate(taps):
+            if tap:  # one fused pass per tap (a gradient need not round as the forward does)
+                out.add_(padded.narrow(ctx.dim, offset, length), alpha=tap)
+        return out, None, None
+
+
 def filter1d(x: torch.Tensor, taps: list[float], axis: int, pad: int = 0) -> torch.Tensor:
     """Correlate ``x`` with ``taps`` along spatial ``axis`` (zero padding ``pad``; 0 keeps
     only the 'valid' part). A sum of shifted slices: on the CPU, single-channel
     convolutions take a slow im2col path, several times slower than this."""
     dim = 2 + axis
     if pad:
-        widths = [0, 0] * (x.dim() - 1 - dim) + [pad, pad]
-        x = F.pad(x, widths)
-    length = x.shape[dim] - len(taps) + 1
-    out = 0
-    for offset, tap in enumerate(taps):
-        if tap:
-            out = out + tap * x.narrow(dim, offset, length)
-    return out
+        x = _pad_axis(x, dim, pad)
+    return _Correlate.apply(x, taps, dim)
 
 
 def blur(x: torch.Tensor, window: list[float]) -> torch.Tensor:
@@ -43,11 +79,14 @@ def local_moments(x: torch.Tensor, window: list[float]) -> tuple[torch.Tensor, t
     return mean, blur(x * x, window) - mean ** 2
 
 
-def ssim_from_moments(x, mx, vx, y, my, vy, window, data_range: float = 1.0) -> torch.Tensor:
+def ssim_map(mx, vx, my, vy, cov, data_range: float = 1.0) -> torch.Tensor:
+    """SSIM at every pixel from the local means, variances and covariance."""
     c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
-    cov = blur(x * y, window) - mx * my
-    s = ((2 * mx * my + c1) * (2 * cov + c2)) / ((mx ** 2 + my ** 2 + c1) * (vx + vy + c2))
-    return s.mean()
+    return ((2 * mx * my + c1) * (2 * cov + c2)) / ((mx ** 2 + my ** 2 + c1) * (vx + vy + c2))
+
+
+def ssim_from_moments(x, mx, vx, y, my, vy, window, data_range: float = 1.0) -> torch.Tensor:
+    return ssim_map(mx, vx, my, vy, blur(x * y, window) - mx * my, data_range).mean()
 
 
 def ssim(x: torch.Tensor, y: torch.Tensor, data_range: float = 1.0) -> torch.Tensor:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import warnings
+from pathlib import Path
+
 import numpy as np
 from PIL import Image
 
@@ -45,6 +48,29 @@ def signal_box(mask: np.ndarray, margin: int = 0) -> tuple[slice, ...] | None:
             return None
         box.append(slice(max(int(filled[0]) - margin, 0), int(filled[-1]) + 1 + margin))
     return tuple(box)
+
+
+# Integer images with at most this many distinct values are label maps (segmentations).
+MAX_LABELS = 16
+
+
+def label_count(image: np.ndarray) -> int | None:
+    """How many labels an integer image with few distinct values (a segmentation) holds;
+    None for an image of intensities."""
+    if not np.issubdtype(image.dtype, np.integer) or image.size == 0:
+        return None
+    flat = image.ravel()
+    values = np.unique(flat[::max(1, flat.size // 1_000_000)])  # a sample: volumes are large
+    return len(values) if 2 <= len(values) <= MAX_LABELS else None
+
+
+def warn_if_label_map(image: np.ndarray, path: str | Path) -> None:
+    """Fusion blends intensities: a segmentation fused with an image gives nothing useful."""
+    count = label_count(image)
+    if count is not None:
+        warnings.warn(f"{path} looks like a label map (a segmentation: {count} distinct integer "
+                      "values), not an image; its fusion blends labels into intensities",
+                      stacklevel=3)
 
 
 def is_colour(image: np.ndarray) -> bool:

@@ -9,7 +9,6 @@ import SimpleITK as sitk
 from PIL import Image
 
 from ..core.intensity import normalize_intensity
-from ..fusion.baselines import BASELINES
 from ..fusion.image_files import load_pair
 from ..fusion.inference import fuse_images
 from ..fusion.volume_files import write_on_grid
@@ -18,6 +17,7 @@ from ..io.files import write_atomically
 from ..io.images import write_image
 from ..io.volumes import read_volume
 from ..networks.fusion_net import FusionNet
+from ..objective.baselines import BASELINES
 from .figures import orthogonal_views, side_by_side
 from .image_scores import MODEL_NAME, compare_with_baselines
 from .volume_metrics import volume_metrics

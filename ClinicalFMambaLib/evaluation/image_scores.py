@@ -8,9 +8,9 @@ from pathlib import Path
 import numpy as np
 
 from ..core.intensity import is_colour, split_luma
-from ..fusion.baselines import BASELINES
 from ..fusion.image_files import Batch, load_pair
 from ..io.images import read_image
+from ..objective.baselines import BASELINES
 from .metrics import fusion_metrics, paper_metrics
 
 MODEL_NAME = "ClinicalFMamba"

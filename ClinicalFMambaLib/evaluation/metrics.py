@@ -3,10 +3,10 @@
 Two protocols are provided.
 
 **The usual 8-bit protocol of the field** (:func:`fusion_metrics`). Sources ``A``, ``B`` and
-the fused image ``F`` are 2D arrays, converted to 8-bit grey by ``core.intensity.to_gray8`` (float in
-[0, 1] -> ``floor(255 * x + 0.5)``, i.e. round half up as MATLAB's ``im2uint8``; integer
-input must already lie in 0..255). Every metric is then computed on grey levels 0..255 in
-float64. Higher is better for all ten.
+the fused image ``F`` are 2D arrays, converted to 8-bit grey by ``core.intensity.to_gray8``
+(float in [0, 1] -> ``floor(255 * x + 0.5)``, i.e. round half up as MATLAB's ``im2uint8``;
+integer input must already lie in 0..255). Every metric is then computed on grey levels
+0..255 in float64. Higher is better for all ten.
 
 ========  ===========================================================  ===================
 key       definition                                                   convention
@@ -50,19 +50,14 @@ from scipy import ndimage
 from skimage.metrics import structural_similarity
 
 from ..core.intensity import RANGE_TOLERANCE, require_finite, to_gray8
+from ..core.metric_constants import (QABF_DA, QABF_DG, QABF_KA, QABF_KG, QABF_L, QABF_TA,
+                                     QABF_TG, VIF_NOISE_VAR, VIF_SCALES, gauss_1d)
 
 METRIC_NAMES: tuple[str, ...] = (
     "EN", "SD", "SF", "AG", "MI", "SCD", "VIF", "Qabf", "SSIM", "PSNR",
 )
 HIGHER_IS_BETTER: dict[str, bool] = {name: True for name in METRIC_NAMES}
 _EPS = 1e-10
-# Xydeas & Petrovic sigmoid constants (edge strength g, orientation a).
-QABF_TG, QABF_KG, QABF_DG = 0.9994, -15.0, 0.5
-QABF_TA, QABF_KA, QABF_DA = 0.9879, -22.0, 0.8
-QABF_L = 1.0
-# Sheikh & Bovik pixel-domain VIF: HVS noise variance in grey levels^2.
-VIF_NOISE_VAR = 2.0
-VIF_SCALES = 4
 # SSIM as in Wang et al. 2004 with a Gaussian window of 11 (skimage truncates at 3.5 sigma).
 SSIM_SIGMA = 1.5
 
@@ -157,12 +152,6 @@ def scd(a: np.ndarray, b: np.ndarray, f: np.ndarray) -> float:
     return _corr(gf - gb, ga) + _corr(gf - ga, gb)
 
 
-def _gauss_1d(size: int, sigma: float) -> np.ndarray:
-    t = np.arange(size) - (size - 1) / 2.0
-    w = np.exp(-(t**2) / (2.0 * sigma**2))
-    return w / w.sum()
-
-
 def _filter_valid(x: np.ndarray, w: np.ndarray) -> np.ndarray:
     """Separable filtering keeping only the pixels whose window lies inside the image."""
     for axis in range(x.ndim):
@@ -184,7 +173,7 @@ def vifp(ref: np.ndarray, dist: np.ndarray) -> float:
     num = den = 0.0
     for scale in range(VIF_SCALES):
         size = 2 ** (VIF_SCALES - scale) + 1
-        w = _gauss_1d(size, size / 5.0)
+        w = gauss_1d(size, size / 5.0)
         if scale > 0:
             x = _filter_valid(x, w)[::2, ::2]
             y = _filter_valid(y, w)[::2, ::2]

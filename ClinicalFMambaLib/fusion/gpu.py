@@ -18,7 +18,8 @@ import torch
 T = TypeVar("T")
 # Peak memory per voxel of a 3D patch (bytes): twice the measured growth of the CPU float32
 # peak of the bundled 3D network between 96^3 and 128^3 patches (about 150 bytes a voxel),
-# so that a GPU estimate errs on the safe side; scripts/benchmarks/gpu_check.py prints the GPU figure.
+# so that a GPU estimate errs on the safe side; scripts/benchmarks/gpu_check.py prints the GPU
+# figure.
 BYTES_PER_VOXEL = 300
 # Peak memory per pixel of a 2D slice for the 2D network, with the same margin.
 BYTES_PER_PIXEL = 600

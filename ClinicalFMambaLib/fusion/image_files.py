@@ -17,7 +17,9 @@ import numpy as np
 from tqdm import tqdm
 
 from ..core.errors import OutputError
-from ..io.files import check_output_location, check_writable, refuse_overwriting_inputs, suffix_of
+from ..core.intensity import warn_if_label_map
+from ..io.files import (check_input_path, check_output_location, check_writable,
+                        refuse_overwriting_inputs, suffix_of)
 from ..io.images import (Geometry, is_readable, read_image, resample_to_geometry,
                          resample_to_reference, write_image)
 from ..networks.fusion_net import FusionNet
@@ -46,8 +48,7 @@ def match_inputs(a: Path, b: Path, third: Path) -> Batch:
     """Two files, or two folders matched by file name; ``third`` is a file, or a folder
     holding ``output_name(name)`` for each name (A's name for two files)."""
     for path in (a, b):
-        if not path.exists():
-            raise FileNotFoundError(f"input not found: {path}")
+        check_input_path(path)
     if a.is_dir() != b.is_dir():
         raise ValueError(f"give two files or two folders, not one of each ({a}, {b})")
     if not a.is_dir():
@@ -83,17 +84,21 @@ def load_pair(path_a: Path, path_b: Path) -> tuple[np.ndarray, np.ndarray, Geome
     """(A, B on A's grid, A's geometry)."""
     a, geometry_a = read_image(path_a)
     b, geometry_b = read_image(path_b)
+    warn_if_label_map(a, path_a)
+    warn_if_label_map(b, path_b)
     return a, align_to_first(a, geometry_a, b, geometry_b), geometry_a
 
 
 def fuse_batch(batch: Batch, load_model: Callable[[], FusionNet], progress: bool = True,
-               failed: list[tuple[Path, str]] | None = None) -> list[tuple[Path, Path, Path]]:
+               failed: list[tuple[Path, str]] | None = None, quality: str = "fast",
+               steps: int | None = None) -> list[tuple[Path, Path, Path]]:
     """Fuse every job and write its output; returns the jobs written.
 
     The model is loaded once, after the first pair is read, so a bad input is reported
     before anything else is done. With a ``failed`` list, a pair that cannot be fused (a bad
     input file) is recorded there as (A's path, reason) and the others go on; without one,
-    it stops the batch. Model and output errors always stop it.
+    it stops the batch. Model and output errors always stop it. ``quality`` and ``steps``:
+    as ``fuse_images``.
     """
     model, written = None, []
     for path_a, path_b, out in tqdm(batch.jobs, desc="fuse", unit="pair",
@@ -101,7 +106,7 @@ def fuse_batch(batch: Batch, load_model: Callable[[], FusionNet], progress: bool
         try:
             a, b, geometry = load_pair(path_a, path_b)
             model = model or load_model()
-            fused = fuse_images(model, a, b)
+            fused = fuse_images(model, a, b, quality, steps)
         except (ValueError, FileNotFoundError) as error:
             if failed is None or isinstance(error, OutputError):
                 raise

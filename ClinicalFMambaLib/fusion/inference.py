@@ -8,11 +8,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..core.errors import InvalidResultError
+from ..core.errors import InputError, InvalidResultError
 from ..core.intensity import is_colour, split_luma, ycbcr_to_rgb
 from ..io.weights import WeightsError, bundled, load_weights
 from ..networks.fusion_net import FusionConfig, FusionNet, image_batch
 from .gpu import run_network
+from .refine import RefineSettings, parse_quality, refine
 
 BUNDLED_MODELS = {2: "fusion2d.safetensors", 3: "fusion3d.safetensors"}
 
@@ -22,7 +23,8 @@ def resolve_device(device: str = "auto") -> torch.device:
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if device == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("device 'cuda' was requested but no CUDA GPU is available")
+        raise InputError("device 'cuda' was requested but no CUDA GPU is available here; use "
+                         "--device cpu or auto")
     if device not in ("cpu", "cuda"):
         raise ValueError(f"device must be auto, cpu or cuda, not {device!r}")
     return torch.device(device)
@@ -106,18 +108,26 @@ def fuse_normalized(model: FusionNet, a: np.ndarray, b: np.ndarray) -> np.ndarra
     return check_finite(fused.numpy())
 
 
-def fuse_images(model: FusionNet, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+def fuse_images(model: FusionNet, a: np.ndarray, b: np.ndarray, quality: str = "fast",
+                steps: int | None = None) -> np.ndarray:
     """Fuse two 2D images (grey of any dtype, or 8-bit RGB PET/SPECT).
 
     Grey inputs are normalised per modality; a colour input is fused on its luma and its
     chroma is put back, so the result is RGB uint8 when either input is colour and float32
-    [0, 1] otherwise. Inputs are not modified.
+    [0, 1] otherwise. Inputs are not modified. ``quality="best"`` refines the network's
+    luma on the fusion metrics (fusion/refine.py; ``steps``: its number of steps, default
+    RefineSettings.steps), on the model's device.
     """
+    if parse_quality(quality) == "fast" and steps is not None:
+        raise ValueError("refinement steps apply to quality best only")
     if is_colour(a) and is_colour(b):
         raise ValueError("both inputs are colour; one of them must be the grey anatomical image")
     (ya, cbcr_a), (yb, cbcr_b) = split_luma(a), split_luma(b)
     if ya.shape != yb.shape:
         raise ValueError(f"inputs differ in size: {ya.shape} vs {yb.shape} (resample first)")
     fused = fuse_normalized(model, ya, yb)
+    if quality == "best":
+        fused = refine(fused, ya, yb, RefineSettings.with_steps(steps),
+                       next(model.parameters()).device)
     chroma = cbcr_a if cbcr_a is not None else cbcr_b
     return fused if chroma is None else ycbcr_to_rgb(fused, chroma)

@@ -12,6 +12,7 @@ import SimpleITK as sitk
 from tqdm import tqdm
 
 from ..core.errors import InputError, OutputError
+from ..core.intensity import warn_if_label_map
 from ..io.files import (MEDICAL_SUFFIXES, check_output_location, refuse_overwriting_inputs,
                         suffix_of, write_atomically)
 from ..io.images import covered_fraction, point_text
@@ -29,7 +30,7 @@ def _warn_if_flat(array: np.ndarray, name: str, path: Path) -> None:
                       stacklevel=3)
 
 
-def _on_grid_of_a(image_a: sitk.Image, image_b: sitk.Image, path_a: Path,
+def on_grid_of_a(image_a: sitk.Image, image_b: sitk.Image, path_a: Path,
                   path_b: Path) -> sitk.Image:
     """B on A's grid; refuse B outside A, warn when B covers A only in part."""
     if same_grid(image_a, image_b):
@@ -75,10 +76,11 @@ def fuse_volume_files(path_a: str | Path, path_b: str | Path, output: str | Path
     output = check_volume_output(output, [path_a, path_b])
     path_a, path_b = Path(path_a), Path(path_b)
     image_a, image_b = read_volume(path_a), read_volume(path_b)
-    image_b = _on_grid_of_a(image_a, image_b, path_a, path_b)
+    image_b = on_grid_of_a(image_a, image_b, path_a, path_b)
     array_a, array_b = sitk.GetArrayFromImage(image_a), sitk.GetArrayFromImage(image_b)
-    _warn_if_flat(array_a, "A", path_a)
-    _warn_if_flat(array_b, "B", path_b)
+    for array, name, path in ((array_a, "A", path_a), (array_b, "B", path_b)):
+        _warn_if_flat(array, name, path)
+        warn_if_label_map(array, path)
     network = set_emphasis(load_volume_model(model, device, weights), emphasis)
     if model_used is not None:
         model_used(network)

@@ -26,10 +26,12 @@ from PIL import Image
 
 from ..core.errors import InputError
 from ..core.intensity import is_colour, to_gray8
-from .files import (MEDICAL_SUFFIXES, PICTURE_SUFFIXES, check_complete_file, check_writable,
-                    suffix_of, write_atomically)
+from .files import (MEDICAL_SUFFIXES, PICTURE_SUFFIXES, check_complete_file, check_input_path,
+                    check_writable, itk_reason, suffix_of, write_atomically)
 
 VOLUME_HINT = "2D image fusion needs a single slice; volumes are fused as volumes"
+# Smaller images hold no structure to fuse (a 1x1x1 "volume" reads as a 1x1 image).
+MIN_SIDE = 8
 
 
 @dataclass(frozen=True)
@@ -61,18 +63,23 @@ def read_image(path: str | Path) -> tuple[np.ndarray, Geometry | None]:
     """(array, geometry) of a 2D image file; geometry is None for pictures.
 
     Raises FileNotFoundError for a missing file and ValueError for an unknown format, an
-    unreadable file or a volume (more than one slice).
+    unreadable file, a volume (more than one slice) or an image too small to fuse.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"input not found: {path}")
+    path = check_input_path(path)
+    if path.is_dir():
+        raise InputError(f"{path} is a folder, not an image file")
     suffix = suffix_of(path)
     if suffix in PICTURE_SUFFIXES:
-        return _read_picture(path), None
-    if suffix in MEDICAL_SUFFIXES:
-        return _read_medical(path)
-    raise ValueError(f"{path}: unsupported format {suffix or '(no suffix)'}; use one of "
-                     f"{', '.join(PICTURE_SUFFIXES + MEDICAL_SUFFIXES)}")
+        array, geometry = _read_picture(path), None
+    elif suffix in MEDICAL_SUFFIXES:
+        array, geometry = _read_medical(path)
+    else:
+        raise ValueError(f"{path}: unsupported format {suffix or '(no suffix)'}; use one of "
+                         f"{', '.join(PICTURE_SUFFIXES + MEDICAL_SUFFIXES)}")
+    if min(array.shape[:2]) < MIN_SIDE:
+        raise InputError(f"{path} is {_size(array.shape[:2])} pixels: too small to fuse (at "
+                         f"least {MIN_SIDE} a side)")
+    return array, geometry
 
 
 def _read_picture(path: Path) -> np.ndarray:
@@ -91,16 +98,6 @@ def _read_picture(path: Path) -> np.ndarray:
             return np.asarray(image)
     except OSError as error:
         raise ValueError(f"{path} is not a readable image: {error}") from error
-
-
-def itk_reason(error: Exception) -> str:
-    """The cause in an ITK exception's text, on one line (without the source file and the
-    reader's address)."""
-    text = " ".join(str(error).split())
-    if "ITK ERROR:" in text:
-        text = text.split("ITK ERROR:", 1)[1]
-        text = text.split("): ", 1)[-1] if "(0x" in text else text
-    return text[:240]
 
 
 def _read_medical(path: Path) -> tuple[np.ndarray, Geometry]:

@@ -6,11 +6,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import SimpleITK as sitk
 
 from ..core.errors import InputError
-from .files import MEDICAL_SUFFIXES, check_complete_file, suffix_of
-from .images import itk_reason
+from .files import MEDICAL_SUFFIXES, check_complete_file, check_input_path, itk_reason, suffix_of
 
 
 @dataclass(frozen=True)
@@ -65,8 +65,48 @@ def split_series(path: str | Path) -> tuple[Path, str | None]:
     return Path(text), None
 
 
+# Spacing between neighbouring slices may differ by this share of the usual spacing (rounding
+# in the position tags); a missing slice doubles it.
+SLICE_GAP_TOLERANCE = 0.1
+
+
+def _slice_offsets(files: list[str]) -> list[float]:
+    """Each slice's position along the slice normal (mm), from its DICOM position and
+    orientation tags."""
+    offsets = []
+    for name in files:
+        reader = sitk.ImageFileReader()
+        reader.SetFileName(name)
+        reader.ReadImageInformation()
+        row_col = [float(v) for v in reader.GetMetaData("0020|0037").split("\\")]
+        normal = np.cross(row_col[:3], row_col[3:])
+        position = [float(v) for v in reader.GetMetaData("0020|0032").split("\\")]
+        offsets.append(float(np.dot(normal, position)))
+    return offsets
+
+
+def check_regular_slices(files: list[str], label: str) -> None:
+    """Refuse a series whose slices are not evenly spaced (a missing slice, mixed stacks):
+    read onto a regular grid, every slice past the gap would sit in the wrong place."""
+    try:
+        offsets = np.sort(_slice_offsets(files))
+    except (RuntimeError, ValueError):  # no position tags: ITK decides the geometry alone
+        return
+    steps = np.diff(offsets)
+    if len(steps) < 2:
+        return
+    usual = float(np.median(steps))
+    worst = int(np.argmax(np.abs(steps - usual)))
+    if abs(steps[worst] - usual) > SLICE_GAP_TOLERANCE * abs(usual):
+        raise InputError(f"{label} has irregular slice positions: {steps[worst]:.2f} mm between "
+                         f"slices {worst + 1} and {worst + 2} of {len(files)}, {usual:.2f} mm "
+                         "elsewhere (a missing slice?); on a regular grid the slices past it "
+                         "would be misplaced")
+
+
 def _series_files(path: str | Path) -> list[str]:
-    """Slice files of the one series a folder holds, or of the series named by FOLDER#UID."""
+    """Slice files of the one series a folder holds, or of the series named by FOLDER#UID,
+    evenly spaced (``check_regular_slices``)."""
     folder, uid = split_series(path)
     found = dicom_series(folder)
     if not found:
@@ -76,11 +116,13 @@ def _series_files(path: str | Path) -> list[str]:
         chosen = [series for series in found if series.uid == uid]
         if not chosen:
             raise InputError(f"{folder} has no DICOM series {uid}; it holds: {listed}")
-        return list(chosen[0].files)
-    if len(found) > 1:
+    elif len(found) > 1:
         raise InputError(f"{folder} holds {len(found)} DICOM series; pick one as "
                          f"{folder}#UID: {listed}")
-    return list(found[0].files)
+    else:
+        chosen = found
+    check_regular_slices(list(chosen[0].files), f"the DICOM series in {path}")
+    return list(chosen[0].files)
 
 
 def _size(image_or_reader) -> str:
@@ -121,9 +163,7 @@ def check_readable_volume(path: str | Path) -> None:
     if folder.is_dir():
         _series_files(path)
         return
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"input not found: {path}")
+    path = check_input_path(path)
     if suffix_of(path) not in MEDICAL_SUFFIXES:
         raise InputError(f"{path} is not a volume file: use NIfTI, NRRD, MetaImage or a "
                          "DICOM series folder")

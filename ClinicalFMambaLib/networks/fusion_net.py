@@ -46,7 +46,7 @@ class FusionConfig:
     # Conditioned on an emphasis value e in [0, 1] (0: faithful to the sources, 1: sharper):
     # a small MLP of e scales and shifts the last decoder features and the full-resolution
     # refine stage's hidden features (FiLM). Trained with the detail metrics' terms of the
-    # objective weighted by e (evaluation.objective.MetricObjective, ``emphasis``).
+    # objective weighted by e (objective.metric_objective.MetricObjective, ``emphasis``).
     emphasis: bool = False
     # The sources' finest detail (at each pixel the larger-magnitude of their high-pass
     # residuals, Gaussian sigma DETAIL_SIGMA pixels: the Laplacian pyramid's choice on its

@@ -6,7 +6,7 @@ pixels of one pair (from the max-fusion start, in logit space) takes about a sec
 that pair's optimum under the loss. The network is then trained on the loss plus an L1 pull
 towards these optima (amortised optimisation): no ground truth enters anywhere.
 
-The same holds for the metric objective (evaluation/objective.py): its optimum for one image,
+The same holds for the metric objective (objective/metric_objective.py): its optimum for one image,
 reached from a trained network's output, is a target that network can be fine-tuned towards
 (``optimise_pair_metrics``; ``claim_cache`` keeps such targets apart from those of other
 starting weights).
@@ -22,8 +22,8 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from ..evaluation.objective import MetricObjective
 from ..networks.fusion_net import image_batch
+from ..objective.metric_objective import MetricObjective
 from .losses import FusionLoss
 
 

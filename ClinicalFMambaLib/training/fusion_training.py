@@ -21,10 +21,10 @@ import torch
 from tqdm import tqdm
 
 from ..evaluation.metrics import fusion_metrics, paper_metrics
-from ..evaluation.objective import MetricObjective
 from ..fusion.inference import fuse_normalized, load_fusion_model
 from ..io.weights import load_weights, provenance, save_weights, sha256_of
 from ..networks.fusion_net import DEFAULT_CONFIGS, FusionConfig, FusionNet, parameter_count
+from ..objective.metric_objective import MetricObjective
 from .brain3d_data import PatchDataset3D, find_cases, split_cases, validation_crops
 from .fusion_targets import cached_targets, claim_cache, optimise_pair, optimise_pair_metrics
 from .harvard_data import CropDataset, find_pairs, load_luma_pair, split_by_case
@@ -51,7 +51,7 @@ class TrainSettings:
     target_cache: Path | None = None  # default: workdir/targets (shareable between runs)
     targets: str = "loss-optima"  # 2D: or "metric-optima", the objective's per-image optima
     target_steps: int = 120  # metric optima: Adam steps per image (from init_weights' output)
-    objective: str = "paper"  # "paper": the paper's loss; "metrics": evaluation/objective.py
+    objective: str = "paper"  # "paper": the paper's loss; "metrics": objective/metric_objective.py
     deficit_weight: float = 1.0  # metrics objective: weight of a shortfall vs a baseline
     metric_weights: dict[str, float] | None = None  # metrics objective: per-metric weights
     init_weights: Path | None = None  # start from these weights (fine-tuning)

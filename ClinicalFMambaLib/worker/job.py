@@ -18,7 +18,7 @@ from .protocol import FUSED, HEATMAP, INPUT_A, INPUT_B, JOB_FILE, RESULT
 FUSION_SHARE = 0.7  # part of the progress for fusion when the result is classified
 # Fields of a volume classification copied into result.json when the classifier gives them
 # (the scope guard's verdict: in scope or not, and why; the calibrated tumour probability).
-OPTIONAL_FIELDS = ("in_scope", "reason", "tumour_probability")
+OPTIONAL_FIELDS = ("in_scope", "reason", "tumour_probability", "tumour_type")
 CALLER_CHECK_SECONDS = 0.5
 
 

@@ -10,6 +10,8 @@ pair (one more group), prepared as ``classify_volume`` prepares them. Measured: 
 in-scope images refused on the Testing split (not used to fit) and on each brain3d case with
 a guard fitted without it (leave one case out), and the decision on images that are not
 brain MRI (scikit-image's sample photos, noise, a constant image).
+The guard is written by ``save_scope_guard``: the precision as its packed float16 Cholesky
+factor (docs/research/results.md, "Weight storage").
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@
         [--crop 64] [--val-crop 96] [--lr 1e-3] [--threads 1]
         [--workdir runs/fusion3d-texture] [--output runs/fusion3d-texture/fusion3d.safetensors]
 
-The metric objective (evaluation.objective.MetricObjective) rewards SF and AG, which the
+The metric objective (objective.metric_objective.MetricObjective) rewards SF and AG, which the
 full-resolution refinement (FusionNet.refine, 3 -> 8 -> 1 channels) can buy by sharpening
 everything, the sources' noise in flat regions included: a mottled texture (evaluation/grain.py
 measures it). Only the refinement is trained here, on the objective plus ``--noise-weight``
@@ -34,10 +34,10 @@ from tqdm import tqdm
 
 from ClinicalFMambaLib.cli.train_commands import parse_metric_weight
 from ClinicalFMambaLib.evaluation.grain import flat_mask, flat_noise, noise_excess
-from ClinicalFMambaLib.evaluation.objective import MetricObjective
 from ClinicalFMambaLib.fusion.inference import load_fusion_model
 from ClinicalFMambaLib.io.weights import provenance, save_weights
 from ClinicalFMambaLib.networks.fusion_net import FusionNet, parameter_count
+from ClinicalFMambaLib.objective.metric_objective import MetricObjective
 from ClinicalFMambaLib.training.brain3d_data import (PatchDataset3D, find_cases, split_cases,
                                                      validation_crops)
 

@@ -21,8 +21,9 @@ from tqdm import tqdm
 from ClinicalFMambaLib.evaluation.metrics import (HIGHER_IS_BETTER, METRIC_NAMES, fusion_metrics,
                                                   paper_metrics)
 from ClinicalFMambaLib.evaluation.ranking import beats_best_baseline, metric_wins
-from ClinicalFMambaLib.fusion.baselines import BASELINES
 from ClinicalFMambaLib.fusion.inference import fuse_normalized, load_fusion_model, set_emphasis
+from ClinicalFMambaLib.fusion.refine import RefineSettings, refine
+from ClinicalFMambaLib.objective.baselines import BASELINES
 from ClinicalFMambaLib.training.harvard_data import find_pairs, load_luma_pair, split_by_case
 
 METHODS = ("ClinicalFMamba", *BASELINES)
@@ -32,16 +33,26 @@ def emphasis_name(emphasis: float) -> str:
     return f"ClinicalFMamba e={emphasis:g}"
 
 
-def score(pairs, model, more_images=None, emphases=None, group=None) -> dict:
+def fuse_by_model(model, a, b, refinement: RefineSettings | None = None):
+    """The model's fusion of a grey pair, refined as ``--quality best`` (fusion/refine.py)
+    with ``refinement`` if given."""
+    fused = fuse_normalized(model, a, b)
+    return fused if refinement is None else refine(fused, a, b, refinement)
+
+
+def score(pairs, model, more_images=None, emphases=None, group=None,
+          refinement: RefineSettings | None = None) -> dict:
     """{pair_type: {method: {metric: mean}}}. ``more_images(pair)``, if given, returns other
     methods' fused images of the pair ({method: float [0, 1] image}), scored alike.
     ``emphases``: the model fuses at each of these values instead of its default, as methods
-    ``emphasis_name(e)``. ``group(pair)``: the key to average under instead of the pair type."""
+    ``emphasis_name(e)``. ``group(pair)``: the key to average under instead of the pair type.
+    ``refinement``: the model's images refined as ``fuse --quality best``."""
     rows = defaultdict(lambda: defaultdict(list))
     for pair in tqdm(pairs, desc="scoring", unit="pair"):
         a, b = load_luma_pair(pair)
-        fused = {"ClinicalFMamba": fuse_normalized(model, a, b)} if not emphases else {
-            emphasis_name(e): fuse_normalized(set_emphasis(model, e), a, b) for e in emphases}
+        fused = {"ClinicalFMamba": fuse_by_model(model, a, b, refinement)} if not emphases else {
+            emphasis_name(e): fuse_by_model(set_emphasis(model, e), a, b, refinement)
+            for e in emphases}
         fused.update({name: fn(a, b) for name, fn in BASELINES.items()})
         fused.update(more_images(pair) if more_images else {})
         for method, image in fused.items():

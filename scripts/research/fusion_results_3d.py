@@ -37,10 +37,10 @@ from ClinicalFMambaLib.evaluation.metrics import METRIC_NAMES
 from ClinicalFMambaLib.evaluation.ranking import beats_best_baseline, metric_wins
 from ClinicalFMambaLib.evaluation.volume_metrics import VOLUME_TABLE_COLUMNS as COLUMNS
 from ClinicalFMambaLib.evaluation.volume_metrics import volume_table_metrics
-from ClinicalFMambaLib.fusion.baselines import BASELINES
 from ClinicalFMambaLib.fusion.inference import BUNDLED_MODELS, load_fusion_model
 from ClinicalFMambaLib.fusion.volumes import fuse_volumes
 from ClinicalFMambaLib.io.weights import bundled
+from ClinicalFMambaLib.objective.baselines import BASELINES
 from ClinicalFMambaLib.training.brain3d_data import (CONTRAST_PAIRS, CONTRASTS, VALIDATION_CASE,
                                                      brain_box, normalise_case)
 

@@ -27,11 +27,11 @@ from ClinicalFMambaLib.evaluation.grain import flat_mask, flat_noise
 from ClinicalFMambaLib.evaluation.metrics import METRIC_NAMES
 from ClinicalFMambaLib.evaluation.ranking import metric_wins
 from ClinicalFMambaLib.evaluation.volume_metrics import volume_fusion_metrics
-from ClinicalFMambaLib.fusion.baselines import BASELINES
 from ClinicalFMambaLib.fusion.inference import BUNDLED_MODELS, load_fusion_model
 from ClinicalFMambaLib.fusion.sliding_window import sliding_window_fuse
 from ClinicalFMambaLib.fusion.volumes import BOX_MARGIN, fuse_volumes
 from ClinicalFMambaLib.io.weights import bundled
+from ClinicalFMambaLib.objective.baselines import BASELINES
 from ClinicalFMambaLib.training.brain3d_data import VALIDATION_CASE, normalise_case
 
 

@@ -8,8 +8,9 @@ above the bundled 2D (or, with ``--brain3d``, 3D) model.
 
 For every ``--every``-th held-back Harvard pair (of ``--pair-type`` only, if given), the pixels
 of the bundled model's output, or of another start (``--starts``: the model or a baseline),
-are optimised directly (Adam on logits) on the metric objective (evaluation/objective.py) of that
-one image. No network is involved: the optimised images show which metric combinations are
+are optimised directly (Adam on logits) on the metric objective
+(objective/metric_objective.py) of that one image. No network is involved: the optimised
+images show which metric combinations are
 reachable at all, e.g. whether a pair type can beat the best baseline on 8 of the 10 metrics,
 and several starts show whether that depends on where the descent begins.
 Per pair type it prints the mean of each metric for the model, the optimised images and the
@@ -41,13 +42,13 @@ from rank_table import OURS, peer_image_paths, summary
 from ClinicalFMambaLib.cli.train_commands import parse_metric_weight
 from ClinicalFMambaLib.core.intensity import to_gray8
 from ClinicalFMambaLib.evaluation.metrics import METRIC_NAMES, fusion_metrics
-from ClinicalFMambaLib.evaluation.objective import MetricObjective
 from ClinicalFMambaLib.evaluation.ranking import beats_best_baseline
 from ClinicalFMambaLib.evaluation.volume_metrics import measured_slices
-from ClinicalFMambaLib.fusion.baselines import BASELINES
 from ClinicalFMambaLib.fusion.inference import BUNDLED_MODELS, fuse_normalized, load_fusion_model
 from ClinicalFMambaLib.fusion.volumes import fuse_volumes
 from ClinicalFMambaLib.io.weights import bundled
+from ClinicalFMambaLib.objective.baselines import BASELINES
+from ClinicalFMambaLib.objective.metric_objective import MetricObjective
 from ClinicalFMambaLib.training.brain3d_data import (CONTRAST_PAIRS, VALIDATION_CASE,
                                                      normalise_case, read_case)
 from ClinicalFMambaLib.training.fusion_targets import optimise_pair_metrics

@@ -1,7 +1,7 @@
 """Rank the bundled 2D model among the classical baselines and published fusion methods.
 
     python scripts/research/rank_table.py [--markdown] [--threads 1] [--pair-type CT-MRI] [--limit N]
-        [--weights PATH] [--emphasis E ...] [--per-case]
+        [--weights PATH] [--emphasis E ...] [--per-case] [--quality best [--refine-steps N]]
 
 Every validation pair (whole held-back Harvard cases, training.harvard_data.VALIDATION_CASES) is fused
 by the model and the mean / max / Laplacian-pyramid baselines and scored, with the published
@@ -17,7 +17,8 @@ lists ours at every value: its metrics, mean rank and fewest wins per pair type,
 rank over the pair types (the default emphasis is the value where that is lowest). With
 ``--per-case`` every held-back case is ranked on its own (held-back cases of other scanners
 and patients are what a result has to carry to; the means over a pair type can hide a case
-that falls short).
+that falls short). With ``--quality best`` the model's images are refined as ``clinicalfmamba
+fuse --quality best`` does (fusion/refine.py; ``--refine-steps``: its steps) before scoring.
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ from fusion_results import METHODS, emphasis_name, score
 from ClinicalFMambaLib.evaluation.metrics import METRIC_NAMES
 from ClinicalFMambaLib.evaluation.ranking import is_better, mean_ranks, metric_wins
 from ClinicalFMambaLib.fusion.inference import load_fusion_model, parse_emphasis, set_emphasis
+from ClinicalFMambaLib.fusion.refine import RefineSettings, parse_quality
 from ClinicalFMambaLib.io.weights import WeightsError
 from ClinicalFMambaLib.training.harvard_data import (PAIR_TYPES, HarvardPair, find_pairs, load_luma,
                                                      split_by_case)
@@ -166,6 +168,10 @@ def main() -> None:
     parser.add_argument("--emphasis", action="append", default=None, metavar="E",
                         help="score the model at this emphasis (repeatable; default: the "
                              "network's own)")
+    parser.add_argument("--quality", default="fast", metavar="fast|best",
+                        help="best: refine the model's images as fuse --quality best")
+    parser.add_argument("--refine-steps", default=None, metavar="N",
+                        help="--quality best: refinement steps (default: fuse's)")
     args = parser.parse_args()
     if args.limit is not None and args.limit < 1:
         parser.error(f"--limit must be at least 1, got {args.limit}")
@@ -181,6 +187,10 @@ def main() -> None:
         pairs = [p for group in kept.values() for p in group[:args.limit]]
         paths = peer_image_paths(peers, pairs)
         emphases = [parse_emphasis(e) for e in args.emphasis or []]
+        if parse_quality(args.quality) == "fast" and args.refine_steps is not None:
+            raise ValueError("--refine-steps applies to --quality best")
+        refinement = (None if args.quality == "fast"
+                      else RefineSettings.with_steps(args.refine_steps))
         model = load_fusion_model(args.weights, device="cpu")
         for emphasis in emphases:
             set_emphasis(model, emphasis)
@@ -195,7 +205,7 @@ def main() -> None:
     started = time.time()
     results = score(pairs, model, lambda pair: {m: load_luma(path)
                                                 for m, path in paths[pair.name].items()},
-                    emphases, group)
+                    emphases, group, refinement)
     for emphasis in emphases:
         print(f"## emphasis {emphasis:g}\n")
         print(render(at_emphasis(results, emphasis), counts, args.markdown))

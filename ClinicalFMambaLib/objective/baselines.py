@@ -1,4 +1,5 @@
-"""Classical fusion baselines for co-registered images or volumes.
+"""Classical fusion baselines for co-registered images or volumes: the references of the
+metric objective and of every comparison (evaluation).
 
 All functions take two arrays of one shape (any ndim: 2D slices, 3D volumes), meant as
 float intensities in [0, 1], and return an array of that shape whose dtype is numpy's
