@@ -120,6 +120,8 @@ def test_python_api_offers_the_mode():
         fuse_images(model, a, b, quality="better")
     with pytest.raises(ValueError, match="quality best"):
         fuse_images(model, a, b, steps=3)
+    with pytest.raises(ValueError, match="at least 11 pixels"):  # the SSIM window
+        fuse_images(model, a[:10, :10], b[:10, :10], quality="best")
 
 
 @pytest.mark.parametrize("quality", ["fast", "best"])

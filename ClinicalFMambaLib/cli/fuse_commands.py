@@ -200,11 +200,11 @@ def register(commands) -> None:
                            "validation rank (docs/results.md); 2D network only")
     fuse.add_argument("--quality", default="fast", metavar="fast|best",
                       help="fast: the network alone; best: each 2D fused image then refined "
-                           "on the fusion metrics (about 2 s a 256x256 pair on two CPU cores, "
-                           "docs/quality.md); default: %(default)s")
+                           "on the fusion metrics (about 1 s more a 256x256 pair on two CPU "
+                           "cores, docs/quality.md); default: %(default)s")
     fuse.add_argument("--refine-steps", metavar="N", default=None,
                       help="advanced, --quality best: refinement steps (default: the tuned "
-                           "value, docs/quality.md); more is slower, not always better")
+                           "value, docs/quality.md); more steps take longer")
     fuse.add_argument("--classify", action="store_true",
                       help="also classify each fused result (tumour class probabilities), "
                            "write its heatmap beside it and a JSON report")

@@ -16,12 +16,13 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from ..core.errors import InvalidResultError
+from ..core.errors import InputError, InvalidResultError
 from ..networks.fusion_net import image_batch
 from ..objective.metric_objective import MetricObjective
+from ..objective.surrogates import SSIM_WINDOW
 
 QUALITIES = ("fast", "best")
-MAX_STEPS = 1000  # far past where the objective stops improving (docs/quality.md)
+MAX_STEPS = 1000  # a bound against a mistyped number: 1000 steps take minutes a pair
 # The objective of the headroom study (docs/research/results.md), with deficit weight 3;
 # the quality mode adds Qabf, where the published methods lead (docs/quality.md).
 HEADROOM_WEIGHTS = {"SSIM": 20.0, "AG": 4.0, "VIF": 4.0}
@@ -80,6 +81,10 @@ def refine(fused: np.ndarray, a: np.ndarray, b: np.ndarray,
     if not fused.shape == a.shape == b.shape or fused.ndim != 2:
         raise ValueError(f"refine takes three 2D images of one shape, got {fused.shape}, "
                          f"{a.shape} and {b.shape}")
+    if min(fused.shape) < len(SSIM_WINDOW):
+        raise InputError(f"quality best needs images of at least {len(SSIM_WINDOW)} pixels a "
+                         f"side (the SSIM window of its objective); this one is "
+                         f"{fused.shape[1]}x{fused.shape[0]}")
     objective = settings.objective()
     ta, tb = (image_batch(x).to(device) for x in (a, b))
     terms, best = objective.prepare(ta, tb)

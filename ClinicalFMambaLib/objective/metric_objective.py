@@ -91,7 +91,7 @@ class MetricObjective:
                 margins[k] += EXTRA_MARGIN * (emphasis if detail else 1.0 - emphasis)
         loss = -sum(weights[k]
                     * (g.clamp(max=margins[k]) + (self.deficit_weight - 1) * g.clamp(max=0))
-                    for k, g in gains.items() if weights[k])
+                    for k, g in gains.items())
         return loss.sum(), gains
 
     def __call__(self, fused: torch.Tensor, a: torch.Tensor, b: torch.Tensor,
