@@ -39,7 +39,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "scripts" / "research"))
 
-from volume_verdicts import HEAD_MASKS  # noqa: E402
+from volume_verdicts import healthy_volumes  # noqa: E402
 
 from ClinicalFMambaLib.clinical.asymmetry import (asymmetry_scores,  # noqa: E402
                                                   one_sided_pixels, one_sided_share)
@@ -88,24 +88,6 @@ def cues_of(evidence, group: str, name: str, image: sitk.Image, tumour_slices=No
                               slices.slice_spacing)[has]
     labels = (np.zeros(len(has), bool) if tumour_slices is None else tumour_slices)[has]
     return VolumeCues(group, name, tumour, features, labels, eligible[has])
-
-
-def tumour_free_volumes(folder: Path) -> list[tuple[str, str, sitk.Image]]:
-    """(group, name, image) of every tumour-free volume, heads also with their brain mask."""
-    found = []
-    for path in sorted(folder.glob("*.nii.gz")):
-        stem = path.name[:-len(".nii.gz")]
-        if "brainmask" in stem:
-            continue
-        image = sitk.ReadImage(str(path), sitk.sitkFloat32)
-        found.append((stem, stem, image))
-        if stem in HEAD_MASKS:
-            mask = sitk.GetArrayFromImage(
-                sitk.ReadImage(str(folder / f"{HEAD_MASKS[stem]}.nii.gz")))
-            stripped = sitk.GetImageFromArray(sitk.GetArrayFromImage(image) * (mask > 0.5))
-            stripped.CopyInformation(image)
-            found.append((stem, f"{stem} x brain mask", stripped))
-    return found
 
 
 def logistic_fit(features: np.ndarray, labels: np.ndarray, weights: np.ndarray) -> list[float]:
@@ -188,8 +170,9 @@ def main(argv: list[str] | None = None) -> int:
             volumes.append(cues_of(evidence, case.name, f"{case.name} {kind}", image, tumour,
                                    True, args.erode))
         print(f"{case.name}: {time.time() - start:.0f} s", flush=True)
-    for group, name, image in tumour_free_volumes(args.data / "healthy"):
-        volumes.append(cues_of(evidence, group, name, image, erode=args.erode))
+    for volume in healthy_volumes(args.data / "healthy"):  # a head and its stripped self: a group
+        volumes.append(cues_of(evidence, volume.name.split(" x ")[0], volume.name, volume.image,
+                               erode=args.erode))
     print(f"cues of {len(volumes)} volumes: {time.time() - start:.0f} s", flush=True)
     rows = []
     for group in sorted({v.group for v in volumes}):
