@@ -111,6 +111,34 @@ def write_volume(path: Path, array: np.ndarray, like: sitk.Image | None = None,
     return path
 
 
+def write_dicom_series(volume: sitk.Image, folder: Path, uid: str, description: str = "",
+                       prefix: str = "slice", skip: int | None = None) -> Path:
+    """``volume`` as one DICOM series in ``folder``, a file per slice with its position and
+    orientation tags; ``skip``: a slice left out, as a transfer that lost one."""
+    folder.mkdir(exist_ok=True)
+    volume = sitk.Cast(volume, sitk.sitkInt16)
+    for k in range(volume.GetDepth()):
+        if k == skip:
+            continue
+        plane = volume[:, :, k]
+        position = volume.TransformIndexToPhysicalPoint((0, 0, k))
+        for tag, value in {
+                "0020|000e": uid, "0020|000d": "1.2.826.0.1.3680043.8.498.9",
+                "0008|103e": description, "0020|0013": str(k + 1),
+                "0020|0032": "\\".join(f"{v:f}" for v in position),
+                "0020|0037": "\\".join(f"{volume.GetDirection()[i]:f}"
+                                        for i in (0, 3, 6, 1, 4, 7)),
+                "0018|0050": f"{volume.GetSpacing()[2]:f}",
+                "0028|0030": "\\".join(f"{v:f}" for v in volume.GetSpacing()[:2]),
+                "0008|0060": "MR"}.items():
+            plane.SetMetaData(tag, value)
+        writer = sitk.ImageFileWriter()
+        writer.KeepOriginalImageUIDOn()
+        writer.SetFileName(str(folder / f"{prefix}_{k:03d}.dcm"))
+        writer.Execute(plane)
+    return folder
+
+
 @pytest.fixture(scope="session")
 def crops(tmp_path_factory) -> dict[str, Path]:
     """T2 and FLAIR of a real glioma case, cropped to 64x64x24 around the tumour."""

@@ -12,7 +12,7 @@ import pytest
 import SimpleITK as sitk
 from bad_inputs import (  # noqa: F401 (crops: the fixture that pair uses)
     CT_PAIR, SAMPLE, SPECT_PAIR, assert_refused, cli, cli_process, copy, crops, needs_data, pair,
-    snapshot, write_volume)
+    snapshot, write_dicom_series, write_volume)
 from PIL import Image
 
 from ClinicalFMambaLib.core.errors import InputError
@@ -223,27 +223,10 @@ def test_flat_volume_b_fuses_with_a_clear_warning(pair, tmp_path, value, word):
 def two_series(pair, tmp_path):
     """A DICOM folder holding two series (T2 and FLAIR slices of the real crop)."""
     folder = tmp_path / "dicom"
-    folder.mkdir()
     for number, path in enumerate(pair, start=1):
-        volume = sitk.Cast(sitk.ReadImage(str(path)), sitk.sitkInt16)
-        uid = f"1.2.826.0.1.3680043.8.498.{number}"
-        for k in range(volume.GetDepth()):
-            plane = volume[:, :, k]
-            position = volume.TransformIndexToPhysicalPoint((0, 0, k))
-            for tag, value in {
-                    "0020|000e": uid, "0020|000d": "1.2.826.0.1.3680043.8.498.9",
-                    "0008|103e": path.name.split(".")[0].upper(), "0020|0013": str(k + 1),
-                    "0020|0032": "\\".join(f"{v:f}" for v in position),
-                    "0020|0037": "\\".join(f"{volume.GetDirection()[i]:f}"
-                                            for i in (0, 3, 6, 1, 4, 7)),
-                    "0018|0050": f"{volume.GetSpacing()[2]:f}",
-                    "0028|0030": "\\".join(f"{v:f}" for v in volume.GetSpacing()[:2]),
-                    "0008|0060": "MR"}.items():
-                plane.SetMetaData(tag, value)
-            writer = sitk.ImageFileWriter()
-            writer.KeepOriginalImageUIDOn()
-            writer.SetFileName(str(folder / f"s{number}_{k:03d}.dcm"))
-            writer.Execute(plane)
+        write_dicom_series(sitk.ReadImage(str(path)), folder,
+                           f"1.2.826.0.1.3680043.8.498.{number}",
+                           path.name.split(".")[0].upper(), f"s{number}")
     return folder
 
 

@@ -18,11 +18,13 @@ import pytest
 import SimpleITK as sitk
 import torch
 from bad_inputs import (SAMPLE, assert_refused, cli, cli_process, crops, needs_data,  # noqa: F401
-                        pair, signalled_during_write, snapshot, write_volume)
+                        pair, signalled_during_write, snapshot, write_dicom_series,
+                        write_volume)
 
 from ClinicalFMambaLib.io.files import PARTIAL_PREFIX, files_read, remove_stale_partials
 
 pytestmark = needs_data
+SERIES = "1.2.826.0.1.3680043.8.498.7"
 SIZE_LIMIT = ("bash", "-c", 'ulimit -f 16 && exec "$0" "$@"')  # 16 KiB per file written
 
 
@@ -102,34 +104,9 @@ def test_volume_output_on_a_full_disk_exits_3_and_leaves_nothing(pair, full_disk
 
 # ------------------------------------------------------------------ DICOM series with a gap
 
-def dicom_series(volume: sitk.Image, folder, skip: int | None = None):
-    """``volume`` as one DICOM series (a file per slice, position tags set); ``skip``: the
-    slice left out, as a transfer that lost one."""
-    folder.mkdir()
-    volume = sitk.Cast(volume, sitk.sitkInt16)
-    for k in range(volume.GetDepth()):
-        if k == skip:
-            continue
-        plane = volume[:, :, k]
-        position = volume.TransformIndexToPhysicalPoint((0, 0, k))
-        for tag, value in {
-                "0020|000e": "1.2.826.0.1.3680043.8.498.7", "0020|0013": str(k + 1),
-                "0020|000d": "1.2.826.0.1.3680043.8.498.9", "0008|0060": "MR",
-                "0020|0032": "\\".join(f"{v:f}" for v in position),
-                "0020|0037": "\\".join(f"{volume.GetDirection()[i]:f}" for i in (0, 3, 6, 1, 4, 7)),
-                "0018|0050": f"{volume.GetSpacing()[2]:f}",
-                "0028|0030": "\\".join(f"{v:f}" for v in volume.GetSpacing()[:2])}.items():
-            plane.SetMetaData(tag, value)
-        writer = sitk.ImageFileWriter()
-        writer.KeepOriginalImageUIDOn()
-        writer.SetFileName(str(folder / f"slice{k:03d}.dcm"))
-        writer.Execute(plane)
-    return folder
-
-
 def test_dicom_series_with_a_missing_slice_is_refused_naming_the_gap(pair, tmp_path):
     t2, flair = pair
-    series = dicom_series(sitk.ReadImage(str(t2)), tmp_path / "dicom", skip=10)
+    series = write_dicom_series(sitk.ReadImage(str(t2)), tmp_path / "dicom", SERIES, skip=10)
     before = snapshot(tmp_path)
     assert_refused(cli("fuse", series, flair, "-o", tmp_path / "fused.nii.gz"), 2,
                    "irregular slice positions", "2.00 mm between slices 10 and 11 of 23",
@@ -139,7 +116,7 @@ def test_dicom_series_with_a_missing_slice_is_refused_naming_the_gap(pair, tmp_p
 
 def test_complete_dicom_series_still_fuses(pair, tmp_path):
     t2, flair = pair
-    series = dicom_series(sitk.ReadImage(str(t2)), tmp_path / "dicom")
+    series = write_dicom_series(sitk.ReadImage(str(t2)), tmp_path / "dicom", SERIES)
     assert cli("fuse", series, flair, "-o", tmp_path / "fused.nii.gz").code == 0
 
 
